@@ -1,0 +1,97 @@
+//! Adam moment updates and the bias-correction conventions of the reference implementations.
+//!
+//! Every optimizer in this crate keeps its Adam moments in a [`Moments`] value, whatever space
+//! they live in (full-size, or a projected subspace), so checkpoints, memory accounting and the
+//! refresh policies treat them uniformly.
+
+use burn::tensor::{Device, Tensor};
+
+use crate::RecordState;
+
+/// Adam's hyperparameters, shared by every optimizer in the crate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamHyper {
+    /// Decay of the first moment.
+    pub beta_1: f32,
+    /// Decay of the second moment.
+    pub beta_2: f32,
+    /// Added to the denominator for numerical stability.
+    pub epsilon: f32,
+}
+
+impl AdamHyper {
+    /// The Hugging Face / GaLore step size `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`.
+    ///
+    /// Used with [`Moments::direction`], whose denominator is `sqrt(v) + eps` *without* bias
+    /// correction: this is the convention of `transformers.AdamW` that `galore-torch` copied, and
+    /// it differs from PyTorch's AdamW in where `eps` sits.
+    pub fn hf_step_size(&self, lr: f64, step: usize) -> f64 {
+        let t = step as i32;
+        let bias_1 = 1.0 - (self.beta_1 as f64).powi(t);
+        let bias_2 = 1.0 - (self.beta_2 as f64).powi(t);
+        lr * bias_2.sqrt() / bias_1
+    }
+}
+
+/// First and second Adam moments with their own bias-correction step count.
+///
+/// `step` counts the updates folded into these moments; a refresh with
+/// [`MomentPolicy::Reset`](crate::projection::MomentPolicy::Reset) restarts it at 0.
+#[derive(RecordState, Clone, Debug)]
+pub struct Moments<const D: usize> {
+    /// Exponential moving average of the gradient.
+    pub first: Tensor<D>,
+    /// Exponential moving average of the squared gradient.
+    pub second: Tensor<D>,
+    /// Number of updates folded into the averages (the `t` of bias correction).
+    pub step: usize,
+}
+
+impl<const D: usize> Moments<D> {
+    /// Zero moments of the given shape.
+    pub fn zeros(shape: [usize; D], device: &Device) -> Self {
+        Self {
+            first: Tensor::zeros(shape, device),
+            second: Tensor::zeros(shape, device),
+            step: 0,
+        }
+    }
+
+    /// Folds one gradient into the averages: `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g²`.
+    pub fn update(self, grad: Tensor<D>, hyper: &AdamHyper) -> Self {
+        let first = self
+            .first
+            .mul_scalar(hyper.beta_1)
+            .add(grad.clone().mul_scalar(1.0 - hyper.beta_1));
+        let second = self
+            .second
+            .mul_scalar(hyper.beta_2)
+            .add(grad.square().mul_scalar(1.0 - hyper.beta_2));
+        Self {
+            first,
+            second,
+            step: self.step + 1,
+        }
+    }
+
+    /// The normalized direction `m / (sqrt(v) + eps)` of the HF/GaLore convention.
+    pub fn direction(&self, hyper: &AdamHyper) -> Tensor<D> {
+        self.first
+            .clone()
+            .div(self.second.clone().sqrt().add_scalar(hyper.epsilon))
+    }
+
+    /// Moves both averages to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            first: self.first.to_device(device),
+            second: self.second.to_device(device),
+            step: self.step,
+        }
+    }
+
+    /// The shape of the averages.
+    pub fn dims(&self) -> [usize; D] {
+        self.first.dims()
+    }
+}

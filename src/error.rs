@@ -1,0 +1,81 @@
+//! The crate's error type.
+
+/// Errors raised when building an optimizer, a routing rule or a memory report.
+///
+/// Every variant names what was wrong, so a user can fix the config without reading our code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// A config field holds a value outside its valid range.
+    #[error("invalid `{field}` = {value}: {expected}")]
+    InvalidConfig {
+        /// The name of the offending field, as in the config's `with_*` setter.
+        field: &'static str,
+        /// The rejected value, formatted.
+        value: String,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
+    /// A parameter-path pattern is not a valid regular expression.
+    #[error("invalid parameter pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        /// The rejected pattern.
+        pattern: String,
+        /// Why the regex engine rejected it.
+        reason: String,
+    },
+    /// A serialized optimizer record could not be read.
+    #[error("unreadable optimizer record: {0}")]
+    Record(String),
+}
+
+/// Shorthand for `Result<T, lowrank_optim::Error>`.
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Helpers that turn a range check into an [`Error::InvalidConfig`].
+pub(crate) mod check {
+    use super::{Error, Result};
+
+    fn invalid(
+        field: &'static str,
+        value: impl core::fmt::Display,
+        expected: &'static str,
+    ) -> Error {
+        Error::InvalidConfig {
+            field,
+            value: value.to_string(),
+            expected,
+        }
+    }
+
+    /// `value >= 1`.
+    pub(crate) fn positive_count(field: &'static str, value: usize) -> Result<()> {
+        if value == 0 {
+            return Err(invalid(field, value, "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// A finite `value > 0`.
+    pub(crate) fn positive(field: &'static str, value: f64) -> Result<()> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(invalid(field, value, "must be a finite number > 0"));
+        }
+        Ok(())
+    }
+
+    /// A finite `value >= 0`.
+    pub(crate) fn non_negative(field: &'static str, value: f64) -> Result<()> {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(invalid(field, value, "must be a finite number >= 0"));
+        }
+        Ok(())
+    }
+
+    /// `0 <= value < 1` (Adam betas).
+    pub(crate) fn unit_interval(field: &'static str, value: f64) -> Result<()> {
+        if !(0.0..1.0).contains(&value) {
+            return Err(invalid(field, value, "must lie in [0, 1)"));
+        }
+        Ok(())
+    }
+}

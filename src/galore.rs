@@ -1,0 +1,218 @@
+//! GaLore: Adam in a low-rank gradient subspace.
+
+use burn::config::Config;
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor};
+
+use crate::adam::{AdamHyper, Moments};
+use crate::error::check;
+use crate::matrix::{all_finite, as_matrix, assert_state_fits, cast_moments, cast_rank};
+use crate::projection::{subspace_setters, Subspace, SubspaceConfig, SubspaceManager};
+use crate::RecordState;
+
+/// [`GaLore`] configuration. Defaults are the reference's (`galore-torch` 1.0 `GaLoreAdamW`).
+///
+/// See: [GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, Zhao et al.,
+/// 2024](https://arxiv.org/abs/2403.03507).
+///
+/// ```
+/// use lowrank_optim::{GaLoreConfig, ProjectionMethod};
+///
+/// let galore = GaLoreConfig::new()
+///     .with_rank(256)
+///     .with_update_proj_gap(200)
+///     .with_scale(0.25)
+///     .with_projection(ProjectionMethod::Randomized)
+///     .init()
+///     .expect("a valid config");
+/// # let _ = galore;
+/// ```
+#[derive(Config, Debug)]
+pub struct GaLoreConfig {
+    /// Subspace settings: rank, refresh gap, side, basis method, moment policy (also settable
+    /// through `with_rank`, `with_update_proj_gap`, `with_proj_type`, `with_projection`, ...).
+    #[config(default = "SubspaceConfig::new()")]
+    pub subspace: SubspaceConfig,
+    /// Scale `alpha` applied to the projected-back update.
+    #[config(default = 0.25)]
+    pub scale: f32,
+    /// Decay of Adam's first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of Adam's second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added to `sqrt(v)` in the denominator.
+    #[config(default = 1e-6)]
+    pub epsilon: f32,
+    /// Decoupled weight decay, applied after the update on the new weights (`W -= lr * wd * W`).
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+}
+
+subspace_setters!(GaLoreConfig);
+
+impl GaLoreConfig {
+    /// Checks every field, naming the first invalid one.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.subspace.validate()?;
+        check::positive("scale", self.scale as f64)?;
+        check::unit_interval("beta_1", self.beta_1 as f64)?;
+        check::unit_interval("beta_2", self.beta_2 as f64)?;
+        check::non_negative("epsilon", self.epsilon as f64)?;
+        check::non_negative("weight_decay", self.weight_decay as f64)?;
+        Ok(())
+    }
+
+    /// Builds the optimizer, or names the invalid field.
+    ///
+    /// The result is a [`burn::optim::Optimizer`]: route it to the matrices of a model with
+    /// [`Router`](crate::Router), or wrap it whole with `ModuleOptimizer::from`.
+    pub fn init(&self) -> crate::Result<GaLore> {
+        self.validate()?;
+        Ok(GaLore {
+            manager: SubspaceManager::new(self.subspace.clone())?,
+            hyper: AdamHyper {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
+            scale: self.scale,
+            weight_decay: self.weight_decay,
+        })
+    }
+}
+
+/// GaLore-AdamW, step for step as `galore-torch`'s `GaLoreAdamW`.
+///
+/// On a matrix: refresh the basis when due, `R = project(G)`, Adam moments on `R`,
+/// `W -= lr_t * scale * back(M / (sqrt(V) + eps))` with `lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`,
+/// then `W -= lr * wd * W`. Tensors of any other rank get the same Adam math unprojected and
+/// unscaled. A gradient holding a NaN or an infinity skips that parameter's update and leaves
+/// its state untouched (logged as a warning).
+#[derive(Clone, Debug)]
+pub struct GaLore {
+    manager: SubspaceManager,
+    hyper: AdamHyper,
+    scale: f32,
+    weight_decay: f32,
+}
+
+/// Per-parameter [`GaLore`] state.
+#[derive(RecordState, Clone, Debug)]
+pub struct GaLoreState<const D: usize> {
+    /// Adam moments: of the projected gradient for matrices, full-size otherwise.
+    pub moments: Moments<D>,
+    /// The matrix's subspace; `None` for parameters that are not matrices.
+    pub subspace: Option<Subspace>,
+    /// Updates applied to this parameter; drives the refresh schedule.
+    pub step: usize,
+}
+
+impl GaLore {
+    /// The subspace manager in use.
+    pub fn manager(&self) -> &SubspaceManager {
+        &self.manager
+    }
+
+    fn decay<const D: usize>(&self, tensor: Tensor<D>, lr: f64) -> Tensor<D> {
+        if self.weight_decay == 0.0 {
+            return tensor;
+        }
+        tensor.mul_scalar(1.0 - lr * self.weight_decay as f64)
+    }
+
+    fn step_matrix<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<2>,
+        state: Option<GaLoreState<D>>,
+    ) -> (Tensor<D>, Option<GaLoreState<D>>) {
+        let (subspace, moments, step) = match state {
+            Some(s) => (s.subspace, Some(cast_moments(s.moments)), s.step),
+            None => (None, None, 0),
+        };
+        let prepared = match self.manager.prepare(subspace, moments, grad, step) {
+            Ok(prepared) => prepared,
+            Err((subspace, moments)) => {
+                log_skip(&tensor.dims());
+                let state = moments.map(|m| GaLoreState {
+                    moments: cast_moments(m),
+                    subspace,
+                    step,
+                });
+                return (tensor, state);
+            }
+        };
+        let moments = prepared.moments.update(prepared.low_grad, &self.hyper);
+        let step_size = self.hyper.hf_step_size(lr, moments.step) * self.scale as f64;
+        let low_update = moments.direction(&self.hyper).mul_scalar(step_size);
+        let update = prepared.subspace.project_back(low_update);
+        let weights = self.decay(cast_rank::<D, 2>(tensor).sub(update), lr);
+        let state = GaLoreState {
+            moments: cast_moments(moments),
+            subspace: Some(prepared.subspace),
+            step: step + 1,
+        };
+        (cast_rank(weights), Some(state))
+    }
+
+    fn step_dense<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<GaLoreState<D>>,
+    ) -> (Tensor<D>, Option<GaLoreState<D>>) {
+        if !all_finite(&grad) {
+            log_skip(&tensor.dims());
+            return (tensor, state);
+        }
+        let (moments, step) = match state {
+            Some(s) => (s.moments, s.step),
+            None => (Moments::zeros(grad.dims(), &grad.device()), 0),
+        };
+        assert_state_fits(&moments.dims(), &grad.dims());
+        let moments = moments.update(grad, &self.hyper);
+        let step_size = self.hyper.hf_step_size(lr, moments.step);
+        let weights = tensor.sub(moments.direction(&self.hyper).mul_scalar(step_size));
+        let state = GaLoreState {
+            moments,
+            subspace: None,
+            step: step + 1,
+        };
+        (self.decay(weights, lr), Some(state))
+    }
+}
+
+fn log_skip(dims: &[usize]) {
+    log::warn!(
+        "lowrank-optim: skipped the update of a {dims:?} parameter: its gradient holds NaN or infinity"
+    );
+}
+
+impl Optimizer for GaLore {
+    type State<const D: usize> = GaLoreState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        match as_matrix(&grad) {
+            Some(matrix) => self.step_matrix(lr, tensor, matrix, state),
+            None => self.step_dense(lr, tensor, grad, state),
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        GaLoreState {
+            moments: state.moments.to_device(device),
+            subspace: state.subspace.map(|s| s.to_device(device)),
+            step: state.step,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Routing: which parameters get the projected optimizer, which stay on a dense one.
+//!
+//! Projection pays off on the large 2-D weights of attention and MLP layers. Embeddings, norms,
+//! biases and the output head keep a dense optimizer (AdamW): their gradients are not low-rank
+//! in the same way, and the published recipes leave them full-rank.
+
+use std::sync::Arc;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::{ModuleOptimizer, Optimizer};
+use burn::tensor::Tensor;
+use regex::Regex;
+
+use crate::error::{Error, Result};
+use crate::matrix::is_matrix_shape;
+
+/// What a routing rule sees of one parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// Dotted module path, e.g. `layers.0.attention.wq.weight`.
+    pub path: String,
+    /// The parameter's Burn id (the key of its optimizer state).
+    pub id: ParamId,
+    /// The parameter's shape.
+    pub shape: Vec<usize>,
+}
+
+impl ParamInfo {
+    /// Number of scalars in the parameter.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Lists every float parameter of `module` with its path, in visiting order.
+    pub fn collect<M: Module>(module: &M) -> Vec<ParamInfo> {
+        let mut collector = Collector::default();
+        module.visit(&mut collector);
+        collector.params
+    }
+}
+
+#[derive(Default)]
+struct Collector {
+    path: Vec<String>,
+    params: Vec<ParamInfo>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.params.push(ParamInfo {
+            path: self.path.join("."),
+            id: param.id,
+            shape: param.lazy_shape().to_vec(),
+        });
+    }
+}
+
+type Rule = Arc<dyn Fn(&ParamInfo) -> bool + Send + Sync>;
+
+/// Decides which parameters a projected optimizer gets and builds the `ModuleOptimizer`.
+///
+/// Only non-empty 2-D parameters are ever projected; the rule then picks among them. With a
+/// vocabulary size set, any matrix with a dimension `>= vocab_size` (embeddings, output head)
+/// stays dense too.
+///
+/// ```
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::AdamWConfig;
+/// use burn::tensor::Device;
+/// use lowrank_optim::{GaLoreConfig, Router};
+///
+/// let model: Linear = LinearConfig::new(16, 16).init(&Device::default());
+/// let router = Router::from_regex(r"weight$")?;
+/// assert_eq!(router.projected_paths(&model), vec!["weight".to_string()]);
+/// let optim = router.build(&model, GaLoreConfig::new().with_rank(4).init()?, AdamWConfig::new().build());
+/// # let _ = optim;
+/// # Ok::<(), lowrank_optim::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    rule: Rule,
+    vocab_size: Option<usize>,
+}
+
+impl core::fmt::Debug for Router {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Router")
+            .field("vocab_size", &self.vocab_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Path segments that mark a parameter as an embedding, a norm or an output head.
+const DENSE_SEGMENT_PARTS: [&str; 2] = ["embed", "norm"];
+const DENSE_SEGMENTS: [&str; 6] = ["output", "lm_head", "head", "wte", "wpe", "classifier"];
+
+impl Router {
+    /// The LLaMA-style default: every 2-D weight except those under a path segment containing
+    /// `embed` or `norm`, or named `output`, `lm_head`, `head`, `wte`, `wpe` or `classifier`.
+    /// Matches both Burn's `llama-burn` names (`attention.wq`, `feed_forward.w1`) and Hugging
+    /// Face names (`self_attn.q_proj`, `mlp.gate_proj`).
+    pub fn llama() -> Self {
+        Self::from_predicate(|param| {
+            !param.path.split('.').any(|segment| {
+                let segment = segment.to_ascii_lowercase();
+                DENSE_SEGMENT_PARTS
+                    .iter()
+                    .any(|part| segment.contains(part))
+                    || DENSE_SEGMENTS.contains(&segment.as_str())
+            })
+        })
+    }
+
+    /// Projects the 2-D parameters whose dotted path matches `pattern`.
+    pub fn from_regex(pattern: &str) -> Result<Self> {
+        let regex = Regex::new(pattern).map_err(|e| Error::InvalidPattern {
+            pattern: pattern.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::from_predicate(move |param| {
+            regex.is_match(&param.path)
+        }))
+    }
+
+    /// Projects the 2-D parameters for which `rule` returns true.
+    pub fn from_predicate(rule: impl Fn(&ParamInfo) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            rule: Arc::new(rule),
+            vocab_size: None,
+        }
+    }
+
+    /// Also keeps dense every matrix with a dimension `>= vocab_size`.
+    pub fn with_vocab_size(mut self, vocab_size: usize) -> Self {
+        self.vocab_size = Some(vocab_size);
+        self
+    }
+
+    /// Whether `param` goes to the projected optimizer.
+    pub fn is_projected(&self, param: &ParamInfo) -> bool {
+        let matrix = is_matrix_shape(&param.shape);
+        let below_vocab = self
+            .vocab_size
+            .is_none_or(|vocab| param.shape.iter().all(|&d| d < vocab));
+        matrix && below_vocab && (self.rule)(param)
+    }
+
+    /// The dotted paths of `module`'s parameters that go to the projected optimizer.
+    pub fn projected_paths<M: Module>(&self, module: &M) -> Vec<String> {
+        ParamInfo::collect(module)
+            .into_iter()
+            .filter(|p| self.is_projected(p))
+            .map(|p| p.path)
+            .collect()
+    }
+
+    /// A `ModuleOptimizer` with `projected` on the routed matrices and `dense` on the rest.
+    ///
+    /// Routing is by path, not by [`ParamId`], so the optimizer keeps working after the model's
+    /// record is loaded from a checkpoint.
+    pub fn build<M: Module, P: Optimizer, F: Optimizer>(
+        &self,
+        module: &M,
+        projected: P,
+        dense: F,
+    ) -> ModuleOptimizer {
+        let paths = self.projected_paths(module);
+        if paths.is_empty() {
+            log::warn!("lowrank-optim: no parameter matched the routing rule; all stay dense");
+            return ModuleOptimizer::from(dense);
+        }
+        ModuleOptimizer::from(dense).with_group(ParamGroup::from_paths(paths), projected, None)
+    }
+}

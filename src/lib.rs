@@ -1,0 +1,60 @@
+#![warn(missing_docs)]
+//! Memory-efficient low-rank and subspace optimizers for [Burn](https://burn.dev).
+//!
+//! Adam keeps two full-size moments per weight. The optimizers here keep them in a low-rank
+//! subspace of each weight matrix instead, and drop into Burn as ordinary
+//! [`burn::optim::Optimizer`]s, so `ModuleOptimizer`, gradient clipping, schedulers and
+//! checkpoints keep working.
+//!
+//! - [`GaLore`]: Adam on the projection of the gradient onto its top singular vectors.
+//! - [`projection`]: the subspace manager every projected optimizer shares (side, basis by exact
+//!   or randomized SVD, refresh schedule, what happens to the moments at a refresh).
+//! - [`Router`]: GaLore on attention/MLP matrices, AdamW on everything else, as one
+//!   `ModuleOptimizer`.
+//! - [`memory`]: exact optimizer-state bytes, per parameter and in total, against AdamW.
+//!
+//! # Drop-in
+//!
+//! ```
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::optim::{AdamWConfig, GradientsParams};
+//! use burn::tensor::{Device, Tensor};
+//! use lowrank_optim::{GaLoreConfig, Router};
+//!
+//! let device = Device::default().autodiff();
+//! let mut model: Linear = LinearConfig::new(64, 32).init(&device);
+//!
+//! // GaLore (rank 8) on every 2-D weight, AdamW on the bias.
+//! let galore = GaLoreConfig::new().with_rank(8).init()?;
+//! let adamw = AdamWConfig::new().with_weight_decay(0.0).build();
+//! let mut optim = Router::llama().build(&model, galore, adamw);
+//!
+//! let x = Tensor::<2>::ones([4, 64], &device);
+//! for _ in 0..3 {
+//!     let loss = model.forward(x.clone()).square().mean();
+//!     let grads = GradientsParams::from_grads(loss.backward(), &model);
+//!     model = optim.step(1e-3, model, grads);
+//! }
+//! # Ok::<(), lowrank_optim::Error>(())
+//! ```
+
+extern crate alloc;
+
+// Needed at the crate root by `#[derive(RecordState)]`.
+#[allow(unused_imports)]
+use burn::optim::{join_index, join_path, RecordState, StateSink, StateSource};
+
+pub mod adam;
+mod error;
+pub mod galore;
+pub mod groups;
+mod matrix;
+pub mod memory;
+pub mod projection;
+mod rng;
+
+pub use error::{Error, Result};
+pub use galore::{GaLore, GaLoreConfig, GaLoreState};
+pub use groups::{ParamInfo, Router};
+pub use memory::{MemoryReport, StateFootprint};
+pub use projection::{MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig};

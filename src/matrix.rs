@@ -1,0 +1,54 @@
+//! Viewing a rank-generic parameter as the matrix the projection works on.
+//!
+//! `Optimizer::step` is generic over the tensor rank `D`; projected optimizers specialize
+//! `D == 2` at run time and need to move between `Tensor<D>` and `Tensor<2>` without copies.
+
+use burn::tensor::Tensor;
+
+use crate::adam::Moments;
+
+/// `tensor` as a matrix, when it is a non-empty rank-2 tensor.
+pub(crate) fn as_matrix<const D: usize>(tensor: &Tensor<D>) -> Option<Tensor<2>> {
+    let dims = tensor.dims();
+    is_matrix_shape(&dims).then(|| tensor.clone().reshape([dims[0], dims[1]]))
+}
+
+/// Converts a tensor between two equal ranks (a metadata-only reshape).
+///
+/// # Panics
+/// If `A != B`; callers only use it inside a `D == 2` branch.
+pub(crate) fn cast_rank<const A: usize, const B: usize>(tensor: Tensor<A>) -> Tensor<B> {
+    assert_eq!(A, B, "cast_rank between different ranks");
+    let dims = tensor.dims();
+    let mut shape = [0usize; B];
+    shape.copy_from_slice(&dims);
+    tensor.reshape(shape)
+}
+
+/// [`cast_rank`] for both moments.
+pub(crate) fn cast_moments<const A: usize, const B: usize>(moments: Moments<A>) -> Moments<B> {
+    Moments {
+        first: cast_rank(moments.first),
+        second: cast_rank(moments.second),
+        step: moments.step,
+    }
+}
+
+/// Whether every entry of `tensor` is finite (one device synchronization).
+pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> bool {
+    tensor.clone().is_finite().all().into_scalar::<bool>()
+}
+
+/// Panics with a clear message when restored moments do not fit the parameter.
+pub(crate) fn assert_state_fits(state_dims: &[usize], grad_dims: &[usize]) {
+    assert!(
+        state_dims == grad_dims,
+        "lowrank-optim: a parameter of shape {grad_dims:?} has optimizer moments of shape \
+         {state_dims:?}; the optimizer state was loaded from another model"
+    );
+}
+
+/// Whether a parameter of `shape` is treated as a matrix (rank 2, no empty dimension).
+pub(crate) fn is_matrix_shape(shape: &[usize]) -> bool {
+    shape.len() == 2 && shape.iter().all(|&d| d > 0)
+}

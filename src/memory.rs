@@ -1,0 +1,207 @@
+//! Optimizer-state memory: exact bytes per parameter and in total, against AdamW.
+//!
+//! Two sources that must agree, and are tested to: [`MemoryReport::measure`] reads the real state
+//! out of a `ModuleOptimizer`'s serialized record (what a checkpoint stores, byte for byte), and
+//! [`MemoryReport::estimate`] computes it from shapes through [`StateFootprint`] without
+//! allocating anything (for model sizes that do not fit the machine).
+//!
+//! Convention: state tensors are counted at 4 bytes per float (`f32`, the dtype Burn's
+//! optimizers keep state in); scalars (step counters) are not counted; the AdamW baseline is two
+//! `f32` moments per weight.
+
+use std::collections::BTreeMap;
+
+use burn::module::Module;
+use burn::optim::{AdamW, ModuleOptimizer};
+
+use crate::error::{Error, Result};
+use crate::galore::GaLore;
+use crate::groups::{ParamInfo, Router};
+use crate::matrix::is_matrix_shape;
+
+/// Bytes of one `f32` state entry.
+pub const F32_BYTES: usize = 4;
+
+/// Floats of optimizer state an optimizer keeps for a parameter of a given shape.
+pub trait StateFootprint {
+    /// Number of state floats for a parameter of `shape` (0 for a stateless optimizer).
+    fn state_numel(&self, shape: &[usize]) -> usize;
+}
+
+impl StateFootprint for AdamW {
+    fn state_numel(&self, shape: &[usize]) -> usize {
+        2 * shape.iter().product::<usize>()
+    }
+}
+
+impl StateFootprint for GaLore {
+    /// Matrices: two `m x r` (or `r x n`) moments plus the basis, i.e.
+    /// `2 r max(m, n) + r min(m, n)` for the default side; other tensors: two full moments.
+    fn state_numel(&self, shape: &[usize]) -> usize {
+        if !is_matrix_shape(shape) {
+            return 2 * shape.iter().product::<usize>();
+        }
+        let dims = [shape[0], shape[1]];
+        let manager = self.manager();
+        let side = manager.config().proj_type.side(dims[0], dims[1]);
+        let projected: usize = side
+            .projected_shape(dims, manager.effective_rank(dims))
+            .iter()
+            .product();
+        2 * projected + manager.basis_numel(dims)
+    }
+}
+
+/// One parameter's line of a [`MemoryReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamMemory {
+    /// Dotted module path.
+    pub path: String,
+    /// Parameter shape.
+    pub shape: Vec<usize>,
+    /// Bytes of optimizer state held for it.
+    pub state_bytes: usize,
+    /// Bytes AdamW would hold for it (two `f32` moments).
+    pub adamw_bytes: usize,
+}
+
+/// Optimizer-state memory of a whole model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// One line per parameter, in module order.
+    pub params: Vec<ParamMemory>,
+    /// Size of the serialized optimizer record (only for measured reports).
+    pub record_bytes: Option<usize>,
+}
+
+impl MemoryReport {
+    /// Measures the state `optim` really holds for `module`'s parameters, from its record.
+    ///
+    /// Parameters that have not been stepped yet hold no state and count 0.
+    pub fn measure<M: Module>(optim: &ModuleOptimizer, module: &M) -> Result<Self> {
+        let bytes = optim
+            .to_record()
+            .into_bytes()
+            .map_err(|e| Error::Record(e.to_string()))?;
+        let record_bytes = bytes.len();
+        let reader =
+            burn_pack::Reader::from_bytes(bytes).map_err(|e| Error::Record(e.to_string()))?;
+        let mut per_param: BTreeMap<u64, usize> = BTreeMap::new();
+        for tensor in reader
+            .into_tensors()
+            .map_err(|e| Error::Record(e.to_string()))?
+        {
+            let (_, _, _, param_id, data) = tensor
+                .into_parts()
+                .map_err(|e| Error::Record(e.to_string()))?;
+            if let Some(id) = param_id {
+                *per_param.entry(id).or_default() += data.len();
+            }
+        }
+        let params = ParamInfo::collect(module)
+            .into_iter()
+            .map(|p| ParamMemory {
+                state_bytes: per_param.get(&p.id.val()).copied().unwrap_or(0),
+                adamw_bytes: 2 * F32_BYTES * p.numel(),
+                path: p.path,
+                shape: p.shape,
+            })
+            .collect();
+        Ok(Self {
+            params,
+            record_bytes: Some(record_bytes),
+        })
+    }
+
+    /// Computes the state that `router.build(module, projected, dense)` holds once every
+    /// parameter has been stepped, from shapes alone (nothing is allocated).
+    pub fn estimate<M: Module>(
+        module: &M,
+        router: &Router,
+        projected: &impl StateFootprint,
+        dense: &impl StateFootprint,
+    ) -> Self {
+        let params = ParamInfo::collect(module)
+            .into_iter()
+            .map(|p| {
+                let numel = if router.is_projected(&p) {
+                    projected.state_numel(&p.shape)
+                } else {
+                    dense.state_numel(&p.shape)
+                };
+                ParamMemory {
+                    state_bytes: F32_BYTES * numel,
+                    adamw_bytes: 2 * F32_BYTES * p.numel(),
+                    path: p.path,
+                    shape: p.shape,
+                }
+            })
+            .collect();
+        Self {
+            params,
+            record_bytes: None,
+        }
+    }
+
+    /// Total optimizer-state bytes.
+    pub fn state_bytes(&self) -> usize {
+        self.params.iter().map(|p| p.state_bytes).sum()
+    }
+
+    /// Total bytes AdamW would hold for the same parameters.
+    pub fn adamw_bytes(&self) -> usize {
+        self.params.iter().map(|p| p.adamw_bytes).sum()
+    }
+
+    /// State bytes as a fraction of AdamW's (0 when the model has no parameters).
+    pub fn fraction_of_adamw(&self) -> f64 {
+        match self.adamw_bytes() {
+            0 => 0.0,
+            adamw => self.state_bytes() as f64 / adamw as f64,
+        }
+    }
+}
+
+/// A human-readable size: `1.50 MiB`.
+pub fn format_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+impl core::fmt::Display for MemoryReport {
+    /// A table: one row per parameter, then the totals.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        writeln!(
+            f,
+            "{:<40} {:>16} {:>12} {:>12}",
+            "parameter", "shape", "state", "AdamW"
+        )?;
+        for p in &self.params {
+            writeln!(
+                f,
+                "{:<40} {:>16} {:>12} {:>12}",
+                p.path,
+                format!("{:?}", p.shape),
+                format_bytes(p.state_bytes),
+                format_bytes(p.adamw_bytes)
+            )?;
+        }
+        write!(
+            f,
+            "total optimizer state {} = {:.1}% of AdamW's {}",
+            format_bytes(self.state_bytes()),
+            100.0 * self.fraction_of_adamw(),
+            format_bytes(self.adamw_bytes())
+        )
+    }
+}

@@ -1,0 +1,203 @@
+//! Bad input: invalid configs are typed errors naming the field; non-finite gradients skip the
+//! update without touching state; every tensor rank works; foreign state is a clear error.
+
+mod common;
+
+use burn::optim::Optimizer;
+use burn::tensor::Tensor;
+use common::{tensor, values, TestRng};
+use lowrank_optim::{Error, GaLoreConfig, GaLoreState, Router};
+
+fn field_of(result: Result<lowrank_optim::GaLore, Error>) -> &'static str {
+    match result {
+        Err(Error::InvalidConfig { field, .. }) => field,
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("accepted an invalid config"),
+    }
+}
+
+#[test]
+fn each_invalid_field_is_named() {
+    let base = GaLoreConfig::new;
+    assert_eq!(field_of(base().with_rank(0).init()), "rank");
+    assert_eq!(
+        field_of(base().with_update_proj_gap(0).init()),
+        "update_proj_gap"
+    );
+    assert_eq!(field_of(base().with_scale(0.0).init()), "scale");
+    assert_eq!(field_of(base().with_scale(-1.0).init()), "scale");
+    assert_eq!(field_of(base().with_scale(f32::NAN).init()), "scale");
+    assert_eq!(field_of(base().with_beta_1(1.0).init()), "beta_1");
+    assert_eq!(field_of(base().with_beta_1(-0.1).init()), "beta_1");
+    assert_eq!(field_of(base().with_beta_2(1.0).init()), "beta_2");
+    assert_eq!(field_of(base().with_epsilon(-1e-8).init()), "epsilon");
+    assert_eq!(
+        field_of(base().with_weight_decay(-0.1).init()),
+        "weight_decay"
+    );
+    assert!(base().init().is_ok());
+    let message = base().with_rank(0).init().unwrap_err().to_string();
+    assert!(
+        message.contains("rank") && message.contains("at least 1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_invalid_routing_pattern_is_an_error() {
+    match Router::from_regex("attention.(wq") {
+        Err(Error::InvalidPattern { pattern, .. }) => assert_eq!(pattern, "attention.(wq"),
+        other => panic!("expected InvalidPattern, got {other:?}"),
+    }
+}
+
+fn random(rng: &mut TestRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+/// Steps `[m, n]` weights through `grads`; returns the weights after each step and the state.
+fn run_matrix(
+    grads: &[Vec<f32>],
+    w0: &[f32],
+    shape: [usize; 2],
+) -> (Vec<Vec<f32>>, Option<GaLoreState<2>>) {
+    let optim = GaLoreConfig::new()
+        .with_rank(2)
+        .with_update_proj_gap(2)
+        .init()
+        .unwrap();
+    let mut w = tensor(w0, shape);
+    let mut state = None;
+    let mut out = Vec::new();
+    for g in grads {
+        let (next, s) = optim.step(0.01, w, tensor(g, shape), state);
+        w = next;
+        state = s;
+        out.push(values(&w));
+    }
+    (out, state)
+}
+
+#[test]
+fn a_non_finite_gradient_skips_the_update_and_keeps_the_state() {
+    let mut rng = TestRng::new(1);
+    let shape = [8, 4];
+    let w0 = random(&mut rng, 32);
+    let good: Vec<Vec<f32>> = (0..4).map(|_| random(&mut rng, 32)).collect();
+    for bad_value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut bad = good[0].clone();
+        bad[5] = bad_value;
+        // The bad gradient arrives first (no state yet), then mid-run on a refresh step (2).
+        let mut grads = vec![
+            bad.clone(),
+            good[0].clone(),
+            good[1].clone(),
+            bad.clone(),
+            good[2].clone(),
+            good[3].clone(),
+        ];
+        let (with_bad, state) = run_matrix(&grads, &w0, shape);
+        assert_eq!(with_bad[0], w0, "{bad_value}: first-step weights moved");
+        assert_eq!(
+            with_bad[3], with_bad[2],
+            "{bad_value}: weights moved on a bad gradient"
+        );
+        assert_eq!(state.as_ref().unwrap().step, 4);
+        grads.retain(|g| g.iter().all(|x| x.is_finite()));
+        let (clean, _) = run_matrix(&grads, &w0, shape);
+        assert_eq!(
+            with_bad.last(),
+            clean.last(),
+            "{bad_value}: the skip changed later steps"
+        );
+    }
+}
+
+#[test]
+fn a_non_finite_gradient_on_a_vector_is_skipped_too() {
+    let optim = GaLoreConfig::new().init().unwrap();
+    let w = tensor(&[1.0, 2.0, 3.0], [3]);
+    let (w, state) = optim.step(0.1, w, tensor(&[0.1, 0.2, 0.3], [3]), None);
+    let before = values(&w);
+    let (w, state) = optim.step(0.1, w, tensor(&[0.1, f32::NAN, 0.3], [3]), state);
+    assert_eq!(values(&w), before);
+    assert_eq!(state.unwrap().step, 1);
+}
+
+/// Dense f64 reference of GaLore's unprojected update (HF bias correction, decay after).
+fn adam_reference(w0: &[f32], grads: &[Vec<f32>], lr: f64, wd: f64) -> Vec<f64> {
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-6f64);
+    let mut w: Vec<f64> = w0.iter().map(|&x| x as f64).collect();
+    let mut m = vec![0.0; w.len()];
+    let mut v = vec![0.0; w.len()];
+    for (t, g) in grads.iter().enumerate() {
+        let t = (t + 1) as i32;
+        let step = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        for i in 0..w.len() {
+            let gi = g[i] as f64;
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            w[i] -= step * m[i] / (v[i].sqrt() + eps);
+            w[i] *= 1.0 - lr * wd;
+        }
+    }
+    w
+}
+
+fn check_rank<const D: usize>(shape: [usize; D]) {
+    let n: usize = shape.iter().product();
+    let mut rng = TestRng::new(D as u64);
+    let w0 = random(&mut rng, n);
+    let grads: Vec<Vec<f32>> = (0..5).map(|_| random(&mut rng, n)).collect();
+    let optim = GaLoreConfig::new().with_weight_decay(0.1).init().unwrap();
+    let mut w: Tensor<D> = tensor(&w0, shape);
+    let mut state = None;
+    for g in &grads {
+        let (next, s) = optim.step(0.01, w, tensor(g, shape), state);
+        w = next;
+        state = s;
+    }
+    let want = adam_reference(&w0, &grads, 0.01, 0.1);
+    let got = values(&w);
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 1e-5, "rank {D}: max error {err:e}");
+    assert!(state.unwrap().subspace.is_none());
+}
+
+#[test]
+fn every_tensor_rank_gets_unprojected_adam() {
+    check_rank([7]);
+    check_rank([3, 4, 5]);
+    check_rank([2, 3, 2, 2]);
+    check_rank([1, 1, 1, 1, 2]);
+}
+
+#[test]
+fn empty_matrices_do_not_panic() {
+    let optim = GaLoreConfig::new().init().unwrap();
+    let w: Tensor<2> = tensor(&[], [0, 4]);
+    let (w, _) = optim.step(0.01, w, tensor(&[], [0, 4]), None);
+    assert_eq!(w.dims(), [0, 4]);
+}
+
+#[test]
+#[should_panic(expected = "loaded from another model")]
+fn state_from_a_differently_shaped_parameter_is_a_clear_error() {
+    let optim = GaLoreConfig::new().with_rank(2).init().unwrap();
+    let (_, state) = optim.step(
+        0.01,
+        tensor(&[0.5; 32], [8, 4]),
+        tensor(&[0.1; 32], [8, 4]),
+        None,
+    );
+    let _ = optim.step(
+        0.01,
+        tensor(&[0.5; 24], [6, 4]),
+        tensor(&[0.1; 24], [6, 4]),
+        state,
+    );
+}
