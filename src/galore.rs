@@ -202,6 +202,10 @@ impl Optimizer for GaLore {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        // Nothing to update; some backends cannot even run elementwise ops on empty tensors.
+        if grad.dims().contains(&0) {
+            return (tensor, state);
+        }
         match as_matrix(&grad) {
             Some(matrix) => self.step_matrix(lr, tensor, matrix, state),
             None => self.step_dense(lr, tensor, grad, state),

@@ -177,11 +177,12 @@ fn every_tensor_rank_gets_unprojected_adam() {
 }
 
 #[test]
-fn empty_matrices_do_not_panic() {
+fn empty_tensors_are_left_alone() {
     let optim = GaLoreConfig::new().init().unwrap();
     let w: Tensor<2> = tensor(&[], [0, 4]);
-    let (w, _) = optim.step(0.01, w, tensor(&[], [0, 4]), None);
+    let (w, state) = optim.step(0.01, w, tensor(&[], [0, 4]), None);
     assert_eq!(w.dims(), [0, 4]);
+    assert!(state.is_none());
 }
 
 #[test]

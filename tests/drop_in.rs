@@ -9,7 +9,7 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 use common::values;
 use lowrank_optim::memory::F32_BYTES;
-use lowrank_optim::{GaLoreConfig, MemoryReport, ProjectionMethod, Router, StateFootprint};
+use lowrank_optim::{GaLoreConfig, MemoryReport, ProjectionMethod, Router};
 
 const VOCAB: usize = 64;
 const D_MODEL: usize = 24;

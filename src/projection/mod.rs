@@ -151,9 +151,9 @@ pub struct Subspace {
     pub side: Side,
     /// The rank in use (the configured rank clamped to `min(m, n)`).
     pub rank: usize,
-    /// Shape `[m, n]` of the matrix this subspace was built for, checked on every step.
+    /// Rows `m` of the matrix this subspace was built for (checked on every step).
     pub rows: usize,
-    /// See `rows`.
+    /// Columns `n` of the matrix this subspace was built for (checked on every step).
     pub cols: usize,
     /// Left basis `m x r` with orthonormal columns (sides `Left` and `Both`).
     pub left: Option<Tensor<2>>,
