@@ -37,6 +37,19 @@ impl AdamHyper {
 ///
 /// `step` counts the updates folded into these moments; a refresh with
 /// [`MomentPolicy::Reset`](crate::projection::MomentPolicy::Reset) restarts it at 0.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use lowrank_optim::adam::{AdamHyper, Moments};
+///
+/// let device = Device::default();
+/// let hyper = AdamHyper { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-6 };
+/// let moments = Moments::<1>::zeros([3], &device).update(Tensor::ones([3], &device), &hyper);
+/// assert_eq!(moments.step, 1);
+/// // After one step m = 0.1 g and v = 0.001 g², so the direction is ~ 3.16 g.
+/// let d: f32 = moments.direction(&hyper).slice([0..1]).into_scalar();
+/// assert!((d - 0.1 / 0.001f32.sqrt()).abs() < 1e-4);
+/// ```
 #[derive(RecordState, Clone, Debug)]
 pub struct Moments<const D: usize> {
     /// Exponential moving average of the gradient.

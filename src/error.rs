@@ -23,6 +23,14 @@ pub enum Error {
         /// Why the regex engine rejected it.
         reason: String,
     },
+    /// An optimizer recipe could not be read, parsed or validated.
+    #[error("recipe {file}: {reason}")]
+    Recipe {
+        /// The recipe's file path (or name, when parsed from a string).
+        file: String,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
     /// A serialized optimizer record could not be read.
     #[error("unreadable optimizer record: {0}")]
     Record(String),

@@ -45,12 +45,14 @@ extern crate alloc;
 use burn::optim::{join_index, join_path, RecordState, StateSink, StateSource};
 
 pub mod adam;
+pub mod clip;
 mod error;
 pub mod galore;
 pub mod groups;
 mod matrix;
 pub mod memory;
 pub mod projection;
+pub mod recipe;
 mod rng;
 
 pub use error::{Error, Result};

@@ -66,6 +66,21 @@ pub struct ParamMemory {
 }
 
 /// Optimizer-state memory of a whole model.
+///
+/// ```
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::AdamWConfig;
+/// use burn::tensor::Device;
+/// use lowrank_optim::{GaLoreConfig, MemoryReport, Router};
+///
+/// let model: Linear = LinearConfig::new(512, 1376).init(&Device::default());
+/// let galore = GaLoreConfig::new().with_rank(128).init()?;
+/// let report = MemoryReport::estimate(&model, &Router::llama(), &galore, &AdamWConfig::new().build());
+/// // Weight: 2 * 128 * 1376 + 128 * 512 floats; bias: two full moments.
+/// assert_eq!(report.state_bytes(), 4 * (2 * 128 * 1376 + 128 * 512 + 2 * 1376));
+/// println!("{report}");
+/// # Ok::<(), lowrank_optim::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryReport {
     /// One line per parameter, in module order.

@@ -65,6 +65,20 @@ pub struct Prepared {
 }
 
 /// Runs the subspace life cycle for every projected matrix of an optimizer.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor, TensorData};
+/// use lowrank_optim::projection::SubspaceManager;
+/// use lowrank_optim::{Side, SubspaceConfig};
+///
+/// let manager = SubspaceManager::new(SubspaceConfig::new().with_rank(2))?;
+/// let values: Vec<f32> = (0..24).map(|i| ((i * 7) % 5) as f32).collect();
+/// let grad = Tensor::<2>::from_data(TensorData::new(values, [6, 4]), &Device::default());
+/// let prepared = manager.prepare(None, None, grad, 0).expect("finite gradient");
+/// assert_eq!(prepared.subspace.side, Side::Right); // 6 >= 4: project the smaller side
+/// assert_eq!(prepared.low_grad.dims(), [6, 2]);
+/// # Ok::<(), lowrank_optim::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct SubspaceManager {
     config: SubspaceConfig,

@@ -43,6 +43,12 @@ pub enum ProjType {
 
 impl ProjType {
     /// The side this rule picks for an `m x n` matrix.
+    ///
+    /// ```
+    /// use lowrank_optim::{ProjType, Side};
+    /// assert_eq!(ProjType::Std.side(1376, 512), Side::Right);
+    /// assert_eq!(ProjType::Std.side(512, 1376), Side::Left);
+    /// ```
     pub fn side(self, m: usize, n: usize) -> Side {
         match self {
             ProjType::Std if m >= n => Side::Right,

@@ -46,6 +46,13 @@ pub(crate) fn to_device(matrix: MatRef<'_, f32>, device: &Device) -> Tensor<2> {
 
 /// Makes every column's largest-magnitude entry positive (the first one on ties).
 ///
+/// ```
+/// use lowrank_optim::projection::{canonicalize_signs, HostMatrix};
+/// let mut basis = HostMatrix::from_fn(2, 1, |i, _| if i == 0 { 0.6 } else { -0.8 });
+/// canonicalize_signs(&mut basis);
+/// assert_eq!((basis[(0, 0)], basis[(1, 0)]), (-0.6, 0.8));
+/// ```
+///
 /// LAPACK-style SVDs return each singular vector up to an arbitrary sign; with moments carried
 /// across refreshes (`MomentPolicy::Keep`) a flipped vector would flip the sign of its moment.
 pub fn canonicalize_signs(matrix: &mut HostMatrix) {
@@ -69,6 +76,16 @@ pub fn canonicalize_signs(matrix: &mut HostMatrix) {
 ///
 /// Only the requested side is computed. `rank` must be `<= min(m, n)`. Returns `None` if the
 /// SVD does not converge.
+///
+/// ```
+/// use lowrank_optim::projection::{exact_svd_basis, HostMatrix};
+/// // diag(3, 2, 1): the top-2 right singular vectors are e1 and e2.
+/// let g = HostMatrix::from_fn(3, 3, |i, j| if i == j { 3.0 - i as f32 } else { 0.0 });
+/// let (left, right) = exact_svd_basis(g.as_ref(), 2, false, true).unwrap();
+/// let right = right.unwrap();
+/// assert!(left.is_none());
+/// assert_eq!((right[(0, 0)], right[(1, 1)], right[(2, 0)]), (1.0, 1.0, 0.0));
+/// ```
 pub fn exact_svd_basis(
     g: MatRef<'_, f32>,
     rank: usize,
@@ -134,6 +151,17 @@ fn gaussian(rows: usize, cols: usize, seed: u64, device: &Device) -> Tensor<2> {
 /// `power_iters` rounds of `Y <- G orth(Gᵀ orth(Y))`; the products with `G` run on `g`'s device,
 /// only the thin QRs of `Y` and the SVD of the small `(rank + p) x n` matrix `B = Qᵀ G` run on
 /// the host. Returns `None` if `g` holds a NaN or an infinity (seen in the sketch).
+///
+/// ```
+/// use burn::tensor::{Device, Tensor, TensorData};
+/// use lowrank_optim::projection::randomized_svd_basis;
+///
+/// let values: Vec<f32> = (0..60).map(|i| ((i * 13) % 7) as f32 - 3.0).collect();
+/// let g = Tensor::<2>::from_data(TensorData::new(values, [12, 5]), &Device::default());
+/// let (left, right) = randomized_svd_basis(&g, 2, 2, 1, 42, true, true).unwrap();
+/// assert_eq!(left.unwrap().shape(), (12, 2));
+/// assert_eq!(right.unwrap().shape(), (5, 2));
+/// ```
 pub fn randomized_svd_basis(
     g: &Tensor<2>,
     rank: usize,
