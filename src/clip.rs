@@ -26,8 +26,15 @@ use burn::tensor::Tensor;
 /// let (_, clipped) = clip_grad_norm(grads, &model, f64::INFINITY);
 /// assert!((clipped - 1.0).abs() < 1e-4);
 /// ```
-pub fn clip_grad_norm<M: Module>(grads: GradientsParams, module: &M, max_norm: f64) -> (GradientsParams, f64) {
-    let mut sum = SquaredNorm { grads: &grads, total: None };
+pub fn clip_grad_norm<M: Module>(
+    grads: GradientsParams,
+    module: &M,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
+    let mut sum = SquaredNorm {
+        grads: &grads,
+        total: None,
+    };
     module.visit(&mut sum);
     let norm = match sum.total {
         Some(total) => total.into_scalar::<f64>().sqrt(),
@@ -36,7 +43,10 @@ pub fn clip_grad_norm<M: Module>(grads: GradientsParams, module: &M, max_norm: f
     if !norm.is_finite() || norm <= max_norm {
         return (grads, norm);
     }
-    let mut scale = Scale { grads, factor: max_norm / (norm + 1e-6) };
+    let mut scale = Scale {
+        grads,
+        factor: max_norm / (norm + 1e-6),
+    };
     module.visit(&mut scale);
     (scale.grads, norm)
 }

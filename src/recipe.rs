@@ -210,7 +210,10 @@ impl Recipe {
         for (field, beta) in [("dense.beta_1", d.beta_1), ("dense.beta_2", d.beta_2)] {
             beta.map_or(Ok(()), |v| check::unit_interval(field, v as f64))?;
         }
-        for (field, value) in [("dense.epsilon", d.epsilon), ("dense.weight_decay", d.weight_decay)] {
+        for (field, value) in [
+            ("dense.epsilon", d.epsilon),
+            ("dense.weight_decay", d.weight_decay),
+        ] {
             value.map_or(Ok(()), |v| check::non_negative(field, v as f64))?;
         }
         match self.optimizer {
@@ -311,19 +314,27 @@ impl Recipe {
     pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
         Ok(match self.optimizer {
             OptimizerKind::Adamw => ModuleOptimizer::from(self.dense()),
-            OptimizerKind::Galore => router.build(module, self.galore_config()?.init()?, self.dense()),
+            OptimizerKind::Galore => {
+                router.build(module, self.galore_config()?.init()?, self.dense())
+            }
         })
     }
 
     /// The optimizer-state memory [`build`](Self::build) will hold for `module`, from shapes only.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
         Ok(match self.optimizer {
-            OptimizerKind::Adamw => {
-                MemoryReport::estimate(module, &Router::from_predicate(|_| false), &self.dense(), &self.dense())
-            }
-            OptimizerKind::Galore => {
-                MemoryReport::estimate(module, router, &self.galore_config()?.init()?, &self.dense())
-            }
+            OptimizerKind::Adamw => MemoryReport::estimate(
+                module,
+                &Router::from_predicate(|_| false),
+                &self.dense(),
+                &self.dense(),
+            ),
+            OptimizerKind::Galore => MemoryReport::estimate(
+                module,
+                router,
+                &self.galore_config()?.init()?,
+                &self.dense(),
+            ),
         })
     }
 }

@@ -50,9 +50,15 @@ fn every_bundled_recipe_builds_an_optimizer_and_a_memory_estimate() {
 
 #[test]
 fn unknown_keys_are_rejected_by_name() {
-    let why = reason(Recipe::from_toml_str("r", "optimizer = 'galore'\nlr = 0.01\n[galore]\nrnak = 4"));
+    let why = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'galore'\nlr = 0.01\n[galore]\nrnak = 4",
+    ));
     assert!(why.contains("rnak"), "{why}");
-    let why = reason(Recipe::from_toml_str("r", "optimizer = 'galore'\nlr = 0.01\nwarmup = 0.1"));
+    let why = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'galore'\nlr = 0.01\nwarmup = 0.1",
+    ));
     assert!(why.contains("warmup"), "{why}");
 }
 
@@ -61,12 +67,30 @@ fn bad_values_are_rejected_by_name() {
     let cases = [
         ("optimizer = 'sgd'\nlr = 0.01", "sgd"),
         ("optimizer = 'galore'\nlr = -1.0", "lr"),
-        ("optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 0", "rank"),
-        ("optimizer = 'galore'\nlr = 0.01\n[galore]\nprojection = 'qr'", "qr"),
-        ("optimizer = 'galore'\nlr = 0.01\n[galore]\nbeta_2 = 1.5", "beta_2"),
-        ("optimizer = 'adamw'\nlr = 0.01\n[dense]\nweight_decay = -0.1", "dense.weight_decay"),
-        ("optimizer = 'adamw'\nlr = 0.01\n[galore]\nrank = 4", "galore"),
-        ("optimizer = 'galore'\nlr = 0.01\nwarmup_fraction = 1.5", "warmup_fraction"),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 0",
+            "rank",
+        ),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\nprojection = 'qr'",
+            "qr",
+        ),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\nbeta_2 = 1.5",
+            "beta_2",
+        ),
+        (
+            "optimizer = 'adamw'\nlr = 0.01\n[dense]\nweight_decay = -0.1",
+            "dense.weight_decay",
+        ),
+        (
+            "optimizer = 'adamw'\nlr = 0.01\n[galore]\nrank = 4",
+            "galore",
+        ),
+        (
+            "optimizer = 'galore'\nlr = 0.01\nwarmup_fraction = 1.5",
+            "warmup_fraction",
+        ),
         ("lr = 0.01", "optimizer"),
     ];
     for (text, needle) in cases {

@@ -1,0 +1,122 @@
+//! Text data: a byte-level tokenizer, the train/validation split and the batches.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Byte-level tokens: no vocabulary to download, every UTF-8 text encodes.
+pub const BYTE_VOCAB: usize = 256;
+
+/// A tokenized text split into training and validation parts.
+pub struct Corpus {
+    pub train: Vec<u32>,
+    pub validation: Vec<u32>,
+}
+
+impl Corpus {
+    /// Reads `path` (UTF-8) and keeps the last `val_fraction` of it for validation.
+    ///
+    /// Errors name the problem: unreadable or non-UTF-8 file, or too little text for one
+    /// `window`-token sequence in each split.
+    pub fn load(path: &Path, val_fraction: f64, window: usize) -> Result<Self, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read data file {}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| format!("data file {} is not UTF-8 text: {e}", path.display()))?;
+        Self::from_text(&text, val_fraction, window)
+            .map_err(|e| format!("data file {}: {e}", path.display()))
+    }
+
+    /// Tokenizes `text` and splits it; see [`Corpus::load`].
+    pub fn from_text(text: &str, val_fraction: f64, window: usize) -> Result<Self, String> {
+        if !(val_fraction > 0.0 && val_fraction < 1.0) {
+            return Err(format!(
+                "--val-fraction {val_fraction} must lie strictly between 0 and 1"
+            ));
+        }
+        let tokens: Vec<u32> = text.bytes().map(u32::from).collect();
+        let split = ((tokens.len() as f64) * (1.0 - val_fraction)).round() as usize;
+        let (train, validation) = tokens.split_at(split);
+        for (name, part) in [("training", train), ("validation", validation)] {
+            if part.len() < window {
+                return Err(format!(
+                    "the {name} split holds {} tokens, fewer than one sequence of {window}; \
+                     use more text or a shorter --seq-len",
+                    part.len()
+                ));
+            }
+        }
+        Ok(Self {
+            train: train.to_vec(),
+            validation: validation.to_vec(),
+        })
+    }
+}
+
+/// A seeded stream of training batches: random windows of `seq_len + 1` tokens.
+pub struct Batches {
+    state: u64,
+    batch: usize,
+    window: usize,
+}
+
+impl Batches {
+    pub fn new(seed: u64, batch: usize, seq_len: usize) -> Self {
+        Self {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03,
+            batch,
+            window: seq_len + 1,
+        }
+    }
+
+    /// Skips `n` batches (resuming reproduces the uninterrupted stream).
+    pub fn skip(&mut self, n: usize) {
+        for _ in 0..n * self.batch {
+            self.next_u64();
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The next batch `[batch, seq_len + 1]` drawn from `tokens`.
+    pub fn next(&mut self, tokens: &[u32], device: &Device) -> Tensor<2, Int> {
+        let starts = tokens.len() - self.window + 1;
+        let mut values = Vec::with_capacity(self.batch * self.window);
+        for _ in 0..self.batch {
+            let start = (self.next_u64() % starts as u64) as usize;
+            values.extend(tokens[start..start + self.window].iter().map(|&t| t as i64));
+        }
+        Tensor::from_data(TensorData::new(values, [self.batch, self.window]), device)
+    }
+}
+
+/// The whole `tokens` as consecutive windows of `seq_len + 1` tokens (overlapping by one so every
+/// token after the first is predicted exactly once), grouped into batches of at most `batch`.
+pub fn validation_batches(
+    tokens: &[u32],
+    seq_len: usize,
+    batch: usize,
+    device: &Device,
+) -> Vec<Tensor<2, Int>> {
+    let windows: Vec<&[u32]> = (0..)
+        .map(|i| i * seq_len)
+        .take_while(|start| start + seq_len < tokens.len())
+        .map(|start| &tokens[start..start + seq_len + 1])
+        .collect();
+    windows
+        .chunks(batch)
+        .map(|chunk| {
+            let values: Vec<i64> = chunk
+                .iter()
+                .flat_map(|w| w.iter().map(|&t| t as i64))
+                .collect();
+            Tensor::from_data(TensorData::new(values, [chunk.len(), seq_len + 1]), device)
+        })
+        .collect()
+}

@@ -1,0 +1,204 @@
+//! Pretrain a small LLaMA-style model on bundled text with any optimizer recipe, and compare them.
+//!
+//! `cargo run --release --example pretrain_llama` trains every recipe in `optimizers/` on the
+//! `tiny` preset (minutes on 2 CPU cores) and writes `results/`: `loss.csv`, `results.md`,
+//! `validation.png` and one folder per recipe with its checkpoint. `--help` lists every option.
+
+mod args;
+mod data;
+mod model;
+mod report;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use burn::tensor::Device;
+use clap::Parser;
+use lowrank_optim::memory::format_bytes;
+use lowrank_optim::recipe::Recipe;
+use lowrank_optim::Router;
+
+use args::{preset, Args};
+use data::{Corpus, BYTE_VOCAB};
+use train::Summary;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match dispatch(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs what the options ask for; `Ok(false)` when `--check-loss-falls` fails.
+fn dispatch(args: &Args) -> Result<bool, String> {
+    if let Some(name) = &args.report_memory {
+        return report_memory(args, name).map(|_| true);
+    }
+    let device = Device::default().autodiff();
+    match &args.optimizer {
+        Some(path) if !args.compare => {
+            let recipe = Recipe::load(path).map_err(|e| e.to_string())?;
+            let settings = args.settings(BYTE_VOCAB)?;
+            let corpus = Corpus::load(&args.data, args.val_fraction, settings.seq_len + 1)?;
+            let summary = train::run(args, &settings, &recipe, &corpus, &device)?;
+            println!(
+                "{}: validation perplexity {:.2}, optimizer state {}; results in {}",
+                summary.name,
+                summary.final_perplexity(),
+                format_bytes(summary.state_bytes),
+                args.out.join(&summary.name).display()
+            );
+            Ok(!args.check_loss_falls || check(&[summary]))
+        }
+        _ => compare(args),
+    }
+}
+
+fn check(summaries: &[Summary]) -> bool {
+    let mut ok = true;
+    for s in summaries {
+        if !s.loss_fell() {
+            eprintln!("check failed: the training loss of {} did not fall", s.name);
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// The recipe files of `dir`, sorted by name, AdamW first (the baseline of every ratio).
+fn recipe_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read recipe folder {}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort_by_key(|p| (p.file_stem().is_none_or(|s| s != "adamw"), p.clone()));
+    if files.is_empty() {
+        return Err(format!("no recipe (*.toml) in {}", dir.display()));
+    }
+    Ok(files)
+}
+
+/// Trains every recipe in its own process (so each reports its own peak memory), then writes
+/// the comparison.
+fn compare(args: &Args) -> Result<bool, String> {
+    if args.resume.is_some() {
+        return Err("--resume needs --optimizer: a checkpoint belongs to one recipe".into());
+    }
+    let files = recipe_files(&args.recipes)?;
+    // Validate everything before the first (long) run starts.
+    let recipes: Vec<Recipe> = files
+        .iter()
+        .map(|f| Recipe::load(f).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let settings = args.settings(BYTE_VOCAB)?;
+    Corpus::load(&args.data, args.val_fraction, settings.seq_len + 1)?;
+
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let passthrough: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--compare")
+        .collect();
+    let mut summaries = Vec::new();
+    for (file, recipe) in files.iter().zip(&recipes) {
+        let status = std::process::Command::new(&exe)
+            .args(&passthrough)
+            .arg("--optimizer")
+            .arg(file)
+            .status()
+            .map_err(|e| format!("cannot start the {} run: {e}", recipe.name))?;
+        if !status.success() && status.code() != Some(1) {
+            return Err(format!("the {} run failed ({status})", recipe.name));
+        }
+        let path = train::summary_path(&args.out, &recipe.name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        summaries.push(
+            serde_json::from_str::<Summary>(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
+
+    let table = report::markdown_table(&summaries);
+    let write = |name: &str, text: &str| {
+        let path = args.out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write("results.md", &table)?;
+    write("loss.csv", &report::combined_csv(&summaries))?;
+    let title = format!(
+        "{} preset, {} steps x {} tokens, byte-level {}",
+        args.preset,
+        settings.steps,
+        settings.batch_size * settings.seq_len * settings.grad_accum,
+        args.data.display()
+    );
+    report::plot(&summaries, &args.out.join("validation.png"), &title)?;
+    println!("\n{table}");
+    println!(
+        "results written to {0}/: results.md, loss.csv, validation.png, and {0}/<recipe>/ per run",
+        args.out.display()
+    );
+    Ok(!args.check_loss_falls || check(&summaries))
+}
+
+/// GaLore paper's estimates of weights + optimizer states in BF16, in GB (Table 2 / ALGORITHMS.md).
+const PAPER_ESTIMATES: [(&str, f64, f64); 4] = [
+    ("llama-60m", 0.36, 0.24),
+    ("llama-130m", 0.76, 0.52),
+    ("llama-350m", 2.06, 1.22),
+    ("llama-1b", 7.80, 4.38),
+];
+
+/// Prints every recipe's optimizer-state memory for a preset, from shapes only.
+fn report_memory(args: &Args, name: &str) -> Result<(), String> {
+    let vocab = 32_000;
+    let mut args = args.clone();
+    args.preset = name.to_string();
+    let settings = args.settings(vocab)?;
+    preset(name)?;
+    // Burn initializes parameters lazily: building the model allocates no weights.
+    let model = settings.dims.init(&Device::default());
+    let router = Router::llama();
+    println!(
+        "optimizer-state memory for {name} (vocab {vocab}, rank {}); f32 state counted exactly from shapes,\n\
+         and weights + state in BF16 (2 bytes per value) as the GaLore paper's estimates count them",
+        settings.rank
+    );
+    println!(
+        "{:<12} {:>16} {:>10} {:>22}",
+        "recipe", "state (f32)", "% AdamW", "weights+state (BF16)"
+    );
+    let weights: usize = lowrank_optim::ParamInfo::collect(&model)
+        .iter()
+        .map(|p| p.numel())
+        .sum();
+    for file in recipe_files(&args.recipes)? {
+        let recipe = train::recipe_for_run(
+            &Recipe::load(&file).map_err(|e| e.to_string())?,
+            settings.rank,
+        );
+        let report = recipe
+            .estimate_memory(&model, &router)
+            .map_err(|e| e.to_string())?;
+        let bf16 = 2 * weights + report.state_bytes() / 2;
+        println!(
+            "{:<12} {:>16} {:>9.1}% {:>19.2} GB",
+            recipe.name,
+            format_bytes(report.state_bytes()),
+            100.0 * report.fraction_of_adamw(),
+            bf16 as f64 / 1e9
+        );
+    }
+    if let Some((_, full, galore)) = PAPER_ESTIMATES.iter().find(|(p, _, _)| *p == name) {
+        println!("GaLore paper (BF16 weights + states): AdamW {full:.2} GB, GaLore {galore:.2} GB");
+    }
+    Ok(())
+}

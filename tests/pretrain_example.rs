@@ -1,0 +1,285 @@
+//! The pretraining example's parts: model causality and shapes, data splitting and batching,
+//! exact resume, and the errors a user sees for bad input.
+#![allow(dead_code)] // The example's modules hold more than these tests use.
+
+#[path = "../examples/pretrain_llama/args.rs"]
+mod args;
+#[path = "../examples/pretrain_llama/data.rs"]
+mod data;
+#[path = "../examples/pretrain_llama/model.rs"]
+mod model;
+#[path = "../examples/pretrain_llama/train.rs"]
+mod train;
+
+mod common;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Parser;
+use lowrank_optim::recipe::Recipe;
+use lowrank_optim::ParamInfo;
+
+use args::Args;
+use data::{Batches, Corpus};
+use model::LlamaDims;
+
+const DIMS: LlamaDims = LlamaDims {
+    vocab: 256,
+    d_model: 32,
+    layers: 2,
+    heads: 4,
+    ffn: 48,
+    max_seq: 16,
+};
+
+fn tokens(values: &[i64], batch: usize) -> Tensor<2, Int> {
+    let len = values.len() / batch;
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [batch, len]),
+        &common::device(),
+    )
+}
+
+#[test]
+fn logits_have_the_right_shape_and_never_see_later_tokens() {
+    let device = common::device();
+    device.seed(3);
+    let model = DIMS.init(&device);
+    let seq: Vec<i64> = (0..12).map(|i| (i * 37 + 5) % 256).collect();
+    let logits = model.forward(tokens(&seq, 1));
+    assert_eq!(logits.dims(), [1, 12, 256]);
+    let base = common::values(&logits);
+    for changed in [0, 5, 11] {
+        let mut other = seq.clone();
+        other[changed] = (other[changed] + 101) % 256;
+        let out = common::values(&model.forward(tokens(&other, 1)));
+        for position in 0..12 {
+            let row = position * 256..(position + 1) * 256;
+            let diff = common::max_abs_diff(&base[row.clone()], &out[row]);
+            if position < changed {
+                assert_eq!(
+                    diff, 0.0,
+                    "changing token {changed} moved the logits at {position}"
+                );
+            } else if position == changed {
+                assert!(
+                    diff > 0.0,
+                    "changing token {changed} did not move its own logits"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn presets_have_the_published_sizes() {
+    // Parameter counts with the paper's 32k vocabulary: 60M, 130M, 350M, 1B (within 15%).
+    for (name, millions) in [
+        ("llama-60m", 58.0),
+        ("llama-130m", 134.0),
+        ("llama-350m", 368.0),
+        ("llama-1b", 1339.0),
+    ] {
+        let args = Args::parse_from(["pretrain_llama", "--preset", name]);
+        let dims = args.settings(32_000).unwrap().dims;
+        // Lazily initialized: this allocates no weights.
+        let model = dims.init(&common::device());
+        let params: usize = ParamInfo::collect(&model).iter().map(|p| p.numel()).sum();
+        let got = params as f64 / 1e6;
+        assert!(
+            (got / millions - 1.0).abs() < 0.15,
+            "{name}: {got:.1}M parameters"
+        );
+    }
+    let paths: Vec<String> = ParamInfo::collect(&DIMS.init(&common::device()))
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert!(paths.contains(&"layers.1.attention.wq.weight".to_string()));
+    assert!(paths.contains(&"layers.0.feed_forward.w3.weight".to_string()));
+    assert!(paths.contains(&"output.weight".to_string()));
+}
+
+#[test]
+fn the_validation_split_is_the_end_of_the_text() {
+    let text: String = (0..1000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let corpus = Corpus::from_text(&text, 0.1, 17).unwrap();
+    assert_eq!(corpus.train.len(), 900);
+    assert_eq!(corpus.validation.len(), 100);
+    assert_eq!(corpus.validation[0], text.as_bytes()[900] as u32);
+    assert!(Corpus::from_text(&text, 0.25, 17).unwrap().validation.len() == 250);
+}
+
+#[test]
+fn bad_data_is_a_one_line_error() {
+    let short = Corpus::from_text("tiny text", 0.1, 17).err().unwrap();
+    assert!(short.contains("fewer than one sequence"), "{short}");
+    assert!(Corpus::from_text("", 0.1, 17).is_err());
+    assert!(Corpus::from_text(&"x".repeat(1000), 1.5, 17)
+        .err()
+        .unwrap()
+        .contains("--val-fraction"));
+    let missing = Corpus::load(std::path::Path::new("data/no-such-file.txt"), 0.1, 17)
+        .err()
+        .unwrap();
+    assert!(
+        missing.contains("no-such-file.txt") && !missing.contains('\n'),
+        "{missing}"
+    );
+    let dir = tempdir("binary");
+    let binary = dir.join("bytes.bin");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    assert!(Corpus::load(&binary, 0.1, 2)
+        .err()
+        .unwrap()
+        .contains("not UTF-8"));
+}
+
+#[test]
+fn bad_options_are_errors_naming_the_option() {
+    let settings = |extra: &[&str]| {
+        let mut argv = vec!["pretrain_llama"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv).settings(256)
+    };
+    assert!(settings(&["--preset", "llama-7b"])
+        .unwrap_err()
+        .contains("unknown preset"));
+    assert!(settings(&["--heads", "5"]).unwrap_err().contains("--heads"));
+    assert!(settings(&["--steps", "0"]).unwrap_err().contains("--steps"));
+    assert!(settings(&["--layers", "0"])
+        .unwrap_err()
+        .contains("--layers"));
+    assert!(settings(&[]).is_ok());
+}
+
+#[test]
+fn batches_are_seeded_and_skipping_reproduces_the_stream() {
+    let device = common::device();
+    let text: Vec<u32> = (0..500).map(|i| (i * 7 % 256) as u32).collect();
+    let mut a = Batches::new(9, 3, 8);
+    let first: Vec<Vec<f32>> = (0..4)
+        .map(|_| common::values(&a.next(&text, &device).float()))
+        .collect();
+    let mut b = Batches::new(9, 3, 8);
+    b.skip(2);
+    assert_eq!(common::values(&b.next(&text, &device).float()), first[2]);
+    let mut c = Batches::new(10, 3, 8);
+    assert_ne!(common::values(&c.next(&text, &device).float()), first[0]);
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("lowrank-optim-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn small_run(out: &std::path::Path, extra: &[&str]) -> Args {
+    let mut argv = vec![
+        "pretrain_llama",
+        "--d-model",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "4",
+        "--ffn",
+        "48",
+        "--rank",
+        "4",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(extra);
+    Args::parse_from(argv)
+}
+
+fn text_corpus() -> Corpus {
+    let text = std::fs::read_to_string("data/shakespeare.txt").unwrap();
+    Corpus::from_text(&text[..20_000], 0.1, 17).unwrap()
+}
+
+#[test]
+fn an_interrupted_run_resumes_exactly() {
+    let device = common::device().autodiff();
+    let recipe = Recipe::from_toml_str(
+        "galore",
+        "optimizer = 'galore'\nlr = 0.01\n[galore]\nupdate_proj_gap = 2",
+    )
+    .unwrap();
+    let corpus = text_corpus();
+    let dir = tempdir("resume");
+
+    let straight_args = small_run(&dir.join("straight"), &[]);
+    let settings = straight_args.settings(256).unwrap();
+    let straight = train::run(&straight_args, &settings, &recipe, &corpus, &device).unwrap();
+
+    let first_args = small_run(&dir.join("split"), &["--stop-at", "4"]);
+    let first = train::run(&first_args, &settings, &recipe, &corpus, &device).unwrap();
+    assert_eq!(first.train_loss.len(), 4);
+    let checkpoint = dir.join("split/galore/checkpoint");
+    let resume_args = small_run(
+        &dir.join("split"),
+        &["--resume", checkpoint.to_str().unwrap()],
+    );
+    let resumed = train::run(&resume_args, &settings, &recipe, &corpus, &device).unwrap();
+
+    assert_eq!(
+        resumed.train_loss, straight.train_loss,
+        "training losses differ after resume"
+    );
+    assert_eq!(resumed.validation, straight.validation);
+    let weights = |run: &str| {
+        let reader =
+            burn_pack::Reader::from_file(dir.join(run).join("galore/checkpoint/model.bpk"))
+                .unwrap();
+        let mut names: Vec<String> = reader
+            .tensor_names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| (reader.tensor_data(&n).unwrap(), n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        weights("straight"),
+        weights("split"),
+        "final weights differ after resume"
+    );
+    assert!(straight.loss_fell(), "{:?}", straight.train_loss);
+
+    // A checkpoint from another run is refused by name, and leaves the checkpoint intact.
+    let before = std::fs::read(checkpoint.join("state.json")).unwrap();
+    let other = small_run(
+        &dir.join("split"),
+        &["--resume", checkpoint.to_str().unwrap(), "--seed", "7"],
+    );
+    let err = train::run(&other, &settings, &recipe, &corpus, &device)
+        .err()
+        .unwrap();
+    assert!(err.contains("seed") && err.contains("another run"), "{err}");
+    assert_eq!(
+        std::fs::read(checkpoint.join("state.json")).unwrap(),
+        before
+    );
+    let missing = small_run(&dir.join("split"), &["--resume", "/no/such/checkpoint"]);
+    assert!(train::run(&missing, &settings, &recipe, &corpus, &device)
+        .err()
+        .unwrap()
+        .contains("cannot resume"));
+}
