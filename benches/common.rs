@@ -31,7 +31,7 @@ pub fn random(m: usize, n: usize, scale: f32, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(v, [m, n]), device)
 }
 
-/// `U diag(1/i) Vᵀ + 1e-3 N(0,1)`, with random orthonormal `U`, `V`: a gradient-like matrix
+/// `U diag(1/i) Vᵀ + 1e-6 N(0,1)`, with random orthonormal `U`, `V`: a gradient-like matrix
 /// (a Gaussian matrix has a flat spectrum that no sketch captures cheaply).
 pub fn gradient_like(m: usize, n: usize, device: &Device) -> Tensor<2> {
     let k = m.min(n);
@@ -49,7 +49,7 @@ pub fn gradient_like(m: usize, n: usize, device: &Device) -> Tensor<2> {
     let g = &us * v.transpose();
     let noise = normals(m * n, 3);
     let values: Vec<f32> = (0..m * n)
-        .map(|x| g[(x / n, x % n)] + 1e-3 * noise[x])
+        .map(|x| g[(x / n, x % n)] + 1e-6 * noise[x])
         .collect();
     Tensor::from_data(TensorData::new(values, [m, n]), device)
 }

@@ -31,11 +31,16 @@ impl SplitMix64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
-    /// A standard normal draw (Box–Muller; the sine branch is discarded for simplicity).
-    pub(crate) fn next_gaussian(&mut self) -> f64 {
-        let radius = (-2.0 * self.next_open01().ln()).sqrt();
-        let angle = 2.0 * core::f64::consts::PI * self.next_open01();
-        radius * angle.cos()
+    /// Fills `out` with standard normal draws (Box–Muller, both outputs of each pair used).
+    pub(crate) fn fill_gaussian(&mut self, out: &mut [f32]) {
+        for pair in out.chunks_mut(2) {
+            let radius = (-2.0 * self.next_open01().ln()).sqrt();
+            let (sin, cos) = (2.0 * core::f64::consts::PI * self.next_open01()).sin_cos();
+            pair[0] = (radius * cos) as f32;
+            if let Some(second) = pair.get_mut(1) {
+                *second = (radius * sin) as f32;
+            }
+        }
     }
 }
 
@@ -67,9 +72,10 @@ mod tests {
 
     #[test]
     fn gaussian_draws_have_unit_variance() {
-        let mut rng = SplitMix64::new(42);
-        let n = 200_000;
-        let draws: Vec<f64> = (0..n).map(|_| rng.next_gaussian()).collect();
+        let n = 200_001;
+        let mut values = vec![0.0f32; n];
+        SplitMix64::new(42).fill_gaussian(&mut values);
+        let draws: Vec<f64> = values.iter().map(|&x| x as f64).collect();
         let mean = draws.iter().sum::<f64>() / n as f64;
         let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         assert!(mean.abs() < 0.01, "mean {mean}");

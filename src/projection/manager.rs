@@ -36,7 +36,7 @@ pub struct SubspaceConfig {
     /// Extra sketch columns `p` of the randomized SVD.
     #[config(default = 8)]
     pub oversample: usize,
-    /// Power iterations `q` of the randomized SVD.
+    /// Rounds `q >= 1` of `Z <- orth(Gᵀ G Z)` in the randomized SVD (each costs two matmuls).
     #[config(default = 1)]
     pub power_iters: usize,
     /// Seed of random sketches; each refresh derives its own from it and the refresh count.
@@ -49,6 +49,7 @@ impl SubspaceConfig {
     pub fn validate(&self) -> crate::Result<()> {
         check::positive_count("rank", self.rank)?;
         check::positive_count("update_proj_gap", self.update_proj_gap)?;
+        check::positive_count("power_iters", self.power_iters)?;
         Ok(())
     }
 }

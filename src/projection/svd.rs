@@ -136,31 +136,24 @@ fn orthonormalize(y: &HostMatrix) -> HostMatrix {
     y.qr().compute_thin_Q()
 }
 
-/// A seeded `rows x cols` Gaussian matrix on `device`.
-fn gaussian(rows: usize, cols: usize, seed: u64, device: &Device) -> Tensor<2> {
-    let mut rng = SplitMix64::new(seed);
-    let values: Vec<f32> = (0..rows * cols)
-        .map(|_| rng.next_gaussian() as f32)
-        .collect();
-    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+/// A seeded `rows x cols` Gaussian matrix on the host.
+fn gaussian(rows: usize, cols: usize, seed: u64) -> HostMatrix {
+    let mut values = vec![0.0f32; rows * cols];
+    SplitMix64::new(seed).fill_gaussian(&mut values);
+    Mat::from_fn(rows, cols, |i, j| values[i * cols + j])
 }
 
-/// The top-`rank` singular vectors of `g` by randomized SVD (Halko, Martinsson & Tropp, 2011).
+/// The top-`rank` singular vectors of `g` by randomized subspace iteration (Halko, Martinsson &
+/// Tropp, 2011, Alg. 4.4), run on the side whose basis is wanted.
 ///
-/// Sketch `Y = G Ω` with a seeded Gaussian `Ω` of `rank + oversample` columns, then
-/// `power_iters` rounds of `Y <- G orth(Gᵀ orth(Y))`; the products with `G` run on `g`'s device,
-/// only the thin QRs of `Y` and the SVD of the small `(rank + p) x n` matrix `B = Qᵀ G` run on
-/// the host. Returns `None` if `g` holds a NaN or an infinity (seen in the sketch).
+/// For a right basis: a seeded Gaussian start `Z` of `rank + oversample` columns, then
+/// `power_iters` (at least 1) rounds of `Z <- orth(Gᵀ G Z)`, each sharpening the spectrum by
+/// `σ²`; finally the top eigenvectors of the small Gram matrix `(G Z)ᵀ (G Z)` rotate `Z` onto the
+/// singular directions. The products with `G` run on `g`'s device; only the thin QRs of
+/// `n x (rank + p)` matrices and the `(rank + p)²` eigenproblem (in `f64`) run on the host. A left
+/// basis is the right basis of `Gᵀ`; with both sides, the left one is `orth(G V)`. Returns
+/// `None` if `g` holds a NaN or an infinity.
 ///
-/// ```
-/// use burn::tensor::{Device, Tensor, TensorData};
-/// use lowrank_optim::projection::randomized_svd_basis;
-///
-/// let values: Vec<f32> = (0..60).map(|i| ((i * 13) % 7) as f32 - 3.0).collect();
-/// let g = Tensor::<2>::from_data(TensorData::new(values, [12, 5]), &Device::default());
-/// let (left, right) = randomized_svd_basis(&g, 2, 2, 1, 42, true, true).unwrap();
-/// assert_eq!(left.unwrap().shape(), (12, 2));
-/// assert_eq!(right.unwrap().shape(), (5, 2));
 /// ```
 pub fn randomized_svd_basis(
     g: &Tensor<2>,
@@ -171,23 +164,45 @@ pub fn randomized_svd_basis(
     want_left: bool,
     want_right: bool,
 ) -> Option<SingularBases> {
+    if want_left && !want_right {
+        let transposed = g.clone().transpose();
+        let (_, left) = randomized_svd_basis(
+            &transposed,
+            rank,
+            oversample,
+            power_iters,
+            seed,
+            false,
+            true,
+        )?;
+        return Some((left, None));
+    }
     let [m, n] = g.dims();
     let device = g.device();
     let width = (rank + oversample).min(m.min(n));
-    let mut y = g.clone().matmul(gaussian(n, width, seed, &device));
-    for _ in 0..power_iters {
-        let q = orthonormalize(&to_host(y)?);
-        let z = g.clone().transpose().matmul(to_device(q.as_ref(), &device));
-        let qz = orthonormalize(&to_host(z)?);
-        y = g.clone().matmul(to_device(qz.as_ref(), &device));
+    let gt = g.clone().transpose();
+    let mut z = gaussian(n, width, seed);
+    for round in 0..power_iters.max(1) {
+        if round > 0 {
+            z = orthonormalize(&z);
+        }
+        z = to_host(
+            gt.clone()
+                .matmul(g.clone().matmul(to_device(z.as_ref(), &device))),
+        )?;
     }
-    let q = orthonormalize(&to_host(y)?);
-    let b = to_device(q.as_ref(), &device).transpose().matmul(g.clone());
-    let (ub, vb) = exact_svd_basis(to_host(b)?.as_ref(), rank, want_left, want_right)?;
-    let left = ub.map(|ub| {
-        let mut left = &q * &ub;
-        canonicalize_signs(&mut left);
-        left
-    });
-    Some((left, vb))
+    // `z = (GᵀG)^q Ω`: its leading left singular vectors approximate the right singular vectors
+    // of `G` (the sketch's columns are dominated by them).
+    let (right, _) = exact_svd_basis(z.as_ref(), rank, true, false)?;
+    let right = right?;
+    let left = match want_left {
+        true => {
+            let gv = g.clone().matmul(to_device(right.as_ref(), &device));
+            let mut left = orthonormalize(&to_host(gv)?);
+            canonicalize_signs(&mut left);
+            Some(left)
+        }
+        false => None,
+    };
+    Some((left, Some(right)))
 }

@@ -1,0 +1,59 @@
+//! One whole training step (forward, backward, global-norm clipping, optimizer) of the
+//! pretraining example's `tiny` model, per bundled recipe, on the same backend in one run.
+//! Run: `cargo bench --bench train_step`; compare each recipe's time to `adamw`'s.
+
+#[allow(dead_code)]
+#[path = "../examples/pretrain_llama/data.rs"]
+mod data;
+#[allow(dead_code)]
+#[path = "../examples/pretrain_llama/model.rs"]
+mod model;
+
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use criterion::{criterion_group, criterion_main, Criterion};
+use lowrank_optim::clip::clip_grad_norm;
+use lowrank_optim::recipe::{OptimizerKind, Recipe};
+use lowrank_optim::Router;
+
+fn bench_train_step(c: &mut Criterion) {
+    let device = Device::default().autodiff();
+    // The `tiny` preset: d_model 128, 4 layers, 4 heads, MLP 344, 16 x 128 tokens, rank 32.
+    let dims = model::LlamaDims {
+        vocab: data::BYTE_VOCAB,
+        d_model: 128,
+        layers: 4,
+        heads: 4,
+        ffn: 344,
+        max_seq: 128,
+    };
+    let text = std::fs::read_to_string("data/shakespeare.txt").expect("bundled text");
+    let corpus = data::Corpus::from_text(&text, 0.1, 129).unwrap();
+    let mut group = c.benchmark_group("train_step_tiny");
+    group.sample_size(10);
+    for name in ["adamw", "galore"] {
+        let mut recipe = Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+        if recipe.optimizer == OptimizerKind::Galore {
+            recipe.galore.get_or_insert_with(Default::default).rank = Some(32);
+        }
+        device.seed(1);
+        let mut model = Some(dims.init(&device));
+        let mut optim = recipe
+            .build(model.as_ref().unwrap(), &Router::llama())
+            .unwrap();
+        let mut batches = data::Batches::new(1, 16, 128);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let m = model.take().unwrap();
+                let loss = m.loss(batches.next(&corpus.train, &device));
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                let (grads, _) = clip_grad_norm(grads, &m, 1.0);
+                model = Some(optim.step(1e-3, m, grads));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_train_step);
+criterion_main!(benches);
