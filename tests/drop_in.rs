@@ -1,5 +1,6 @@
-//! GaLore as a drop-in Burn optimizer: routing, training through `ModuleOptimizer`, exact resume
-//! from a saved record, and memory accounting checked against the record and the formula.
+//! GaLore as a drop-in Burn optimizer: routing, training through `ModuleOptimizer`, resume from a
+//! saved record (bitwise exact on CPU), and memory accounting checked against the record and the
+//! formula.
 
 mod common;
 
@@ -180,11 +181,8 @@ fn resume_from_a_saved_record_is_exact() {
             ),
             (&straight.output.weight, &resumed.output.weight),
         ] {
-            assert_eq!(
-                values(&a.val()),
-                values(&b.val()),
-                "{method:?}: resumed run differs"
-            );
+            let what = format!("{method:?}: resumed run");
+            common::assert_reproduced(&values(&a.val()), &values(&b.val()), &what);
         }
     }
 }
@@ -241,4 +239,15 @@ fn memory_report_matches_the_record_and_the_formula() {
     );
     let table = measured.to_string();
     assert!(table.contains("attention.wq.weight") && table.contains("% of AdamW"));
+}
+
+#[test]
+fn cpu_backends_are_checked_bitwise() {
+    // Guards `common::assert_reproduced`: on flex/ndarray it must compare exactly.
+    if matches!(
+        std::env::var("BURN_DEVICE").as_deref(),
+        Ok("flex") | Ok("ndarray")
+    ) {
+        assert!(common::bitwise_reproducible(), "{:?}", common::device());
+    }
 }

@@ -8,6 +8,8 @@ mod args;
 mod data;
 #[path = "../examples/pretrain_llama/model.rs"]
 mod model;
+#[path = "../examples/pretrain_llama/report.rs"]
+mod report;
 #[path = "../examples/pretrain_llama/train.rs"]
 mod train;
 
@@ -109,6 +111,24 @@ fn the_validation_split_is_the_end_of_the_text() {
     assert_eq!(corpus.validation.len(), 100);
     assert_eq!(corpus.validation[0], text.as_bytes()[900] as u32);
     assert!(Corpus::from_text(&text, 0.25, 17).unwrap().validation.len() == 250);
+}
+
+#[test]
+fn validation_predicts_every_token_after_the_first_exactly_once() {
+    let device = common::device();
+    let tokens: Vec<u32> = (0..45).collect();
+    let batches = data::validation_batches(&tokens, 8, 2, &device);
+    let shapes: Vec<[usize; 2]> = batches.iter().map(|b| b.dims()).collect();
+    assert_eq!(shapes, vec![[2, 9], [2, 9], [1, 9], [1, 5]]);
+    let mut targets = Vec::new();
+    for batch in &batches {
+        let [rows, len] = batch.dims();
+        let values = common::values(&batch.clone().float());
+        for r in 0..rows {
+            targets.extend(values[r * len + 1..(r + 1) * len].iter().map(|&v| v as u32));
+        }
+    }
+    assert_eq!(targets, (1..45).collect::<Vec<u32>>());
 }
 
 #[test]
@@ -236,11 +256,13 @@ fn an_interrupted_run_resumes_exactly() {
     );
     let resumed = train::run(&resume_args, &settings, &recipe, &corpus, &device).unwrap();
 
-    assert_eq!(
-        resumed.train_loss, straight.train_loss,
-        "training losses differ after resume"
+    common::assert_reproduced(
+        &resumed.train_loss,
+        &straight.train_loss,
+        "losses after resume",
     );
-    assert_eq!(resumed.validation, straight.validation);
+    let val = |s: &train::Summary| s.validation.iter().map(|v| v.1 as f32).collect::<Vec<_>>();
+    common::assert_reproduced(&val(&resumed), &val(&straight), "validation after resume");
     let weights = |run: &str| {
         let reader =
             burn_pack::Reader::from_file(dir.join(run).join("galore/checkpoint/model.bpk"))
@@ -256,11 +278,17 @@ fn an_interrupted_run_resumes_exactly() {
             .map(|n| (reader.tensor_data(&n).unwrap(), n))
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        weights("straight"),
-        weights("split"),
-        "final weights differ after resume"
-    );
+    let (straight_w, split_w) = (weights("straight"), weights("split"));
+    assert_eq!(straight_w.len(), split_w.len());
+    let floats = |bytes: &[u8]| {
+        let chunks = bytes.chunks_exact(4);
+        chunks
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect::<Vec<_>>()
+    };
+    for ((a, name), (b, _)) in straight_w.iter().zip(&split_w) {
+        common::assert_reproduced(&floats(a), &floats(b), &format!("{name} after resume"));
+    }
     assert!(straight.loss_fell(), "{:?}", straight.train_loss);
 
     // A checkpoint from another run is refused by name, and leaves the checkpoint intact.

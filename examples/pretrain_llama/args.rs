@@ -125,7 +125,7 @@ pub const PRESETS: [Preset; 5] = [
         seq_len: 128,
         batch_size: 16,
         steps: 300,
-        eval_every: 100,
+        eval_every: 50,
     },
     Preset {
         name: "llama-60m",

@@ -97,26 +97,32 @@ impl Batches {
 }
 
 /// The whole `tokens` as consecutive windows of `seq_len + 1` tokens (overlapping by one so every
-/// token after the first is predicted exactly once), grouped into batches of at most `batch`.
+/// token after the first is predicted exactly once), grouped into batches of at most `batch`;
+/// the shorter tail window, if any, comes last as a batch of its own.
 pub fn validation_batches(
     tokens: &[u32],
     seq_len: usize,
     batch: usize,
     device: &Device,
 ) -> Vec<Tensor<2, Int>> {
-    let windows: Vec<&[u32]> = (0..)
+    let starts: Vec<usize> = (0..)
         .map(|i| i * seq_len)
-        .take_while(|start| start + seq_len < tokens.len())
-        .map(|start| &tokens[start..start + seq_len + 1])
+        .take_while(|s| s + 1 < tokens.len())
         .collect();
-    windows
-        .chunks(batch)
-        .map(|chunk| {
-            let values: Vec<i64> = chunk
-                .iter()
-                .flat_map(|w| w.iter().map(|&t| t as i64))
-                .collect();
-            Tensor::from_data(TensorData::new(values, [chunk.len(), seq_len + 1]), device)
-        })
+    let window = |start: usize| &tokens[start..(start + seq_len + 1).min(tokens.len())];
+    let (full, tail): (Vec<usize>, Vec<usize>) = starts
+        .into_iter()
+        .partition(|&s| window(s).len() == seq_len + 1);
+    let to_tensor = |windows: &[usize]| {
+        let len = window(windows[0]).len();
+        let values: Vec<i64> = windows
+            .iter()
+            .flat_map(|&s| window(s).iter().map(|&t| t as i64))
+            .collect();
+        Tensor::from_data(TensorData::new(values, [windows.len(), len]), device)
+    };
+    full.chunks(batch)
+        .chain(tail.chunks(1))
+        .map(to_tensor)
         .collect()
 }

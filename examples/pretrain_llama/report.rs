@@ -34,7 +34,8 @@ pub fn markdown_table(summaries: &[Summary]) -> String {
     md
 }
 
-/// One CSV of every run: `optimizer,step,train_loss,validation_loss,validation_perplexity`.
+/// One CSV of the given runs: `optimizer,step,train_loss,validation_loss,validation_perplexity`
+/// (validation columns filled at the steps that were validated).
 pub fn combined_csv(summaries: &[Summary]) -> String {
     let mut csv = String::from("optimizer,step,train_loss,validation_loss,validation_perplexity\n");
     for s in summaries {

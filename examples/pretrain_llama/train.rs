@@ -142,10 +142,11 @@ pub fn validation_loss(
     let model = model.valid();
     let (mut total, mut count) = (0.0f64, 0usize);
     for tokens in validation_batches(&corpus.validation, seq_len, batch, device) {
-        let [rows, _] = tokens.dims();
+        let [rows, len] = tokens.dims();
+        let predicted = rows * (len - 1);
         let loss: f64 = model.loss(tokens).into_scalar::<f64>();
-        total += loss * (rows * seq_len) as f64;
-        count += rows * seq_len;
+        total += loss * predicted as f64;
+        count += predicted;
     }
     total / count as f64
 }
@@ -373,19 +374,7 @@ pub fn run(
         peak_rss_bytes: peak_rss_bytes(),
     };
     write_json(&out.join("summary.json"), &summary)?;
-    let mut csv = String::from("step,train_loss,validation_loss,validation_perplexity\n");
-    for (i, loss) in summary.train_loss.iter().enumerate() {
-        let step = i + 1;
-        let val = summary
-            .validation
-            .iter()
-            .find(|(s, _)| *s == step)
-            .map(|(_, v)| *v);
-        let (v, p) = val.map_or((String::new(), String::new()), |v| {
-            (format!("{v:.5}"), format!("{:.3}", v.exp()))
-        });
-        csv.push_str(&format!("{step},{loss:.5},{v},{p}\n"));
-    }
+    let csv = crate::report::combined_csv(std::slice::from_ref(&summary));
     std::fs::write(out.join("history.csv"), csv)
         .map_err(|e| format!("cannot write history: {e}"))?;
     Ok(summary)

@@ -193,30 +193,31 @@ impl SubspaceManager {
             );
         }
         let current = subspace.clone().unwrap_or_else(|| self.create(dims));
-        let (current, moments) =
-            if current.left.is_none() && current.right.is_none() || step >= current.next_refresh {
-                let Some((left, right)) = self.compute_bases(&current, &grad) else {
-                    return Err((subspace, moments));
-                };
-                let device = grad.device();
-                let fresh = Subspace {
-                    left: left.map(|x| to_device(x.as_ref(), &device)),
-                    right: right.map(|x| to_device(x.as_ref(), &device)),
-                    next_refresh: step + current.gap,
-                    refreshes: current.refreshes + 1,
-                    ..current.clone()
-                };
-                let moments = moments.map(|m| self.transport(&current, &fresh, m));
-                (fresh, moments)
-            } else {
-                (current, moments)
+        let needs_basis = current.left.is_none() && current.right.is_none();
+        // Handles are cheap to clone; the originals are handed back if the step is skipped.
+        let (current, transported) = if needs_basis || step >= current.next_refresh {
+            let Some((left, right)) = self.compute_bases(&current, &grad) else {
+                return Err((subspace, moments));
             };
+            let device = grad.device();
+            let fresh = Subspace {
+                left: left.map(|x| to_device(x.as_ref(), &device)),
+                right: right.map(|x| to_device(x.as_ref(), &device)),
+                next_refresh: step + current.gap,
+                refreshes: current.refreshes + 1,
+                ..current.clone()
+            };
+            let transported = moments.clone().map(|m| self.transport(&current, &fresh, m));
+            (fresh, transported)
+        } else {
+            (current, moments.clone())
+        };
         let low_grad = current.project(grad);
         let finite = low_grad.clone().is_finite().all().into_scalar::<bool>();
         if !finite {
             return Err((subspace, moments));
         }
-        let moments = moments
+        let moments = transported
             .unwrap_or_else(|| Moments::zeros(current.projected_shape(), &low_grad.device()));
         if moments.dims() != current.projected_shape() {
             panic!(
