@@ -12,6 +12,8 @@
 //! - [`Router`]: GaLore on attention/MLP matrices, AdamW on everything else, as one
 //!   `ModuleOptimizer`.
 //! - [`memory`]: exact optimizer-state bytes, per parameter and in total, against AdamW.
+//! - [`recipe`]: published setups as TOML files (`optimizers/*.toml`) turned into optimizers.
+//! - [`clip`]: gradient clipping by the global norm, as the published recipes do.
 //!
 //! # Drop-in
 //!
