@@ -24,6 +24,10 @@ use args::Args;
 use data::{Batches, Corpus};
 use model::LlamaDims;
 
+/// Burn draws initial weights from the device's global RNG (lazily, at first use), so tests that
+/// seed it and build models must not interleave.
+static SEEDED_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const DIMS: LlamaDims = LlamaDims {
     vocab: 256,
     d_model: 32,
@@ -43,6 +47,7 @@ fn tokens(values: &[i64], batch: usize) -> Tensor<2, Int> {
 
 #[test]
 fn logits_have_the_right_shape_and_never_see_later_tokens() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device();
     device.seed(3);
     let model = DIMS.init(&device);
@@ -154,6 +159,7 @@ fn bad_data_is_a_one_line_error() {
         .err()
         .unwrap()
         .contains("not UTF-8"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -233,6 +239,7 @@ fn text_corpus() -> Corpus {
 
 #[test]
 fn an_interrupted_run_resumes_exactly() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device().autodiff();
     let recipe = Recipe::from_toml_str(
         "galore",
@@ -310,4 +317,5 @@ fn an_interrupted_run_resumes_exactly() {
         .err()
         .unwrap()
         .contains("cannot resume"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
