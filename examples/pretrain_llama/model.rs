@@ -38,13 +38,13 @@ impl LlamaDims {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if self.d_model % self.heads != 0 {
+        if !self.d_model.is_multiple_of(self.heads) {
             return Err(format!(
                 "--d-model {} is not divisible by --heads {}",
                 self.d_model, self.heads
             ));
         }
-        if (self.d_model / self.heads) % 2 != 0 {
+        if !(self.d_model / self.heads).is_multiple_of(2) {
             return Err(format!(
                 "the head size --d-model / --heads = {} must be even for rotary encoding",
                 self.d_model / self.heads
