@@ -173,7 +173,7 @@ impl GaLore {
             Some(s) => (s.moments, s.step),
             None => (Moments::zeros(grad.dims(), &grad.device()), 0),
         };
-        assert_state_fits(&moments.dims(), &grad.dims());
+        assert_state_fits("optimizer moments", &moments.dims(), &grad.dims());
         let moments = moments.update(grad, &self.hyper);
         let step_size = self.hyper.hf_step_size(lr, moments.step);
         let weights = tensor.sub(moments.direction(&self.hyper).mul_scalar(step_size));

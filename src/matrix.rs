@@ -39,12 +39,13 @@ pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> bool {
     tensor.clone().is_finite().all().into_scalar::<bool>()
 }
 
-/// Panics with a clear message when restored moments do not fit the parameter.
-pub(crate) fn assert_state_fits(state_dims: &[usize], grad_dims: &[usize]) {
+/// Panics with a clear message when restored state (`what`) does not have the shape the
+/// parameter needs, instead of failing later inside a tensor op.
+pub(crate) fn assert_state_fits(what: &str, state_dims: &[usize], expected_dims: &[usize]) {
     assert!(
-        state_dims == grad_dims,
-        "lowrank-optim: a parameter of shape {grad_dims:?} has optimizer moments of shape \
-         {state_dims:?}; the optimizer state was loaded from another model"
+        state_dims == expected_dims,
+        "lowrank-optim: {what} of shape {state_dims:?} where this parameter needs \
+         {expected_dims:?}; the optimizer state was loaded from another model or configuration"
     );
 }
 

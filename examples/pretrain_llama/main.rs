@@ -19,7 +19,7 @@ use lowrank_optim::memory::format_bytes;
 use lowrank_optim::recipe::Recipe;
 use lowrank_optim::Router;
 
-use args::{preset, Args};
+use args::Args;
 use data::{Corpus, BYTE_VOCAB};
 use train::Summary;
 
@@ -163,7 +163,6 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
     let mut args = args.clone();
     args.preset = name.to_string();
     let settings = args.settings(vocab)?;
-    preset(name)?;
     // Burn initializes parameters lazily: building the model allocates no weights.
     let model = settings.dims.init(&Device::default());
     let router = Router::llama();

@@ -10,6 +10,7 @@ use super::svd::{exact_svd_basis, randomized_svd_basis, to_device, to_host, Sing
 use super::{MomentPolicy, ProjType, ProjectionMethod, Subspace};
 use crate::adam::Moments;
 use crate::error::check;
+use crate::matrix::assert_state_fits;
 use crate::rng::mix_seed;
 
 /// Configuration of the projection-subspace manager, shared by every projected optimizer.
@@ -184,13 +185,7 @@ impl SubspaceManager {
     ) -> core::result::Result<Prepared, (Option<Subspace>, Option<Moments<2>>)> {
         let dims = grad.dims();
         if let Some(s) = &subspace {
-            assert!(
-                [s.rows, s.cols] == dims,
-                "lowrank-optim: a parameter of shape {dims:?} has projection state for shape [{}, {}]; \
-                 the optimizer state was loaded from another model",
-                s.rows,
-                s.cols
-            );
+            assert_state_fits("projection state", &[s.rows, s.cols], &dims);
         }
         let current = subspace.clone().unwrap_or_else(|| self.create(dims));
         let needs_basis = current.left.is_none() && current.right.is_none();
@@ -219,14 +214,11 @@ impl SubspaceManager {
         }
         let moments = transported
             .unwrap_or_else(|| Moments::zeros(current.projected_shape(), &low_grad.device()));
-        if moments.dims() != current.projected_shape() {
-            panic!(
-                "lowrank-optim: moments of shape {:?} do not fit a projected gradient of shape {:?}; \
-                 the optimizer state was loaded from another model or configuration",
-                moments.dims(),
-                current.projected_shape()
-            );
-        }
+        assert_state_fits(
+            "projected moments",
+            &moments.dims(),
+            &current.projected_shape(),
+        );
         Ok(Prepared {
             subspace: current,
             moments,
