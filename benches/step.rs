@@ -50,8 +50,9 @@ fn bench_step(c: &mut Criterion) {
             .as_ref()
             .unwrap()
             .right
-            .clone()
-            .unwrap();
+            .as_ref()
+            .unwrap()
+            .matrix();
         group.bench_function(format!("galore/{id}"), |b| {
             b.iter(|| {
                 let (w, s) = galore.step(1e-3, w.clone(), g.clone(), state.take());

@@ -86,4 +86,28 @@ pub(crate) mod check {
         }
         Ok(())
     }
+
+    /// `0 < value <= 1` (densities such as FRUGAL's `rho`).
+    pub(crate) fn density(field: &'static str, value: f64) -> Result<()> {
+        if !(value > 0.0 && value <= 1.0) {
+            return Err(invalid(field, value, "must lie in (0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// `0 <= value <= 1` (cosine thresholds).
+    pub(crate) fn closed_unit(field: &'static str, value: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(invalid(field, value, "must lie in [0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// `value >= 1` (growth limits such as Fira's `gamma`).
+    pub(crate) fn at_least_one(field: &'static str, value: f64) -> Result<()> {
+        if !(value >= 1.0 && value.is_finite()) {
+            return Err(invalid(field, value, "must be at least 1"));
+        }
+        Ok(())
+    }
 }

@@ -48,7 +48,7 @@ impl StateFootprint for GaLore {
             .projected_shape(dims, manager.effective_rank(dims))
             .iter()
             .product();
-        2 * projected + manager.basis_numel(dims)
+        2 * projected + manager.basis_bytes(dims) / F32_BYTES
     }
 }
 

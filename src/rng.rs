@@ -45,6 +45,29 @@ impl SplitMix64 {
 }
 
 /// Combines two values into one well-mixed seed (used to derive a per-refresh seed).
+/// Fills `out` with standard normal draws determined by `seed` alone, in parallel chunks.
+pub(crate) fn fill_gaussian_seeded(seed: u64, out: &mut [f32]) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 15;
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(i, chunk)| SplitMix64::new(mix_seed(seed, i as u64)).fill_gaussian(chunk));
+}
+
+/// A uniformly random subset of `k` distinct indices of `0..n`, ascending (partial
+/// Fisher–Yates).
+pub(crate) fn random_subset(seed: u64, n: usize, k: usize) -> Vec<i64> {
+    let mut rng = SplitMix64::new(seed);
+    let mut pool: Vec<i64> = (0..n as i64).collect();
+    for i in 0..k.min(n) {
+        let j = i + (rng.next_u64() % (n - i) as u64) as usize;
+        pool.swap(i, j);
+    }
+    pool.truncate(k.min(n));
+    pool.sort_unstable();
+    pool
+}
+
 pub(crate) fn mix_seed(a: u64, b: u64) -> u64 {
     SplitMix64::new(a ^ b.rotate_left(32).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
 }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use burn::tensor::Tensor;
 use common::{captured_fraction, device, with_spectrum, Dense, TestRng};
 use lowrank_optim::adam::Moments;
 use lowrank_optim::projection::{Prepared, Subspace, SubspaceManager};
@@ -42,8 +41,8 @@ fn gradient_like(rng: &mut TestRng, m: usize, n: usize) -> (Dense, Dense, Dense)
 
 fn bases(sub: &Subspace) -> (Option<Dense>, Option<Dense>) {
     (
-        sub.left.as_ref().map(Dense::from_tensor),
-        sub.right.as_ref().map(Dense::from_tensor),
+        sub.left.as_ref().map(Dense::from_basis),
+        sub.right.as_ref().map(Dense::from_basis),
     )
 }
 
@@ -174,8 +173,8 @@ fn singular_vector_signs_are_canonical() {
             (&plus.subspace.right, &minus.subspace.right),
         ] {
             let (a, b) = (
-                Dense::from_tensor(a.as_ref().unwrap()),
-                Dense::from_tensor(b.as_ref().unwrap()),
+                Dense::from_basis(a.as_ref().unwrap()),
+                Dense::from_basis(b.as_ref().unwrap()),
             );
             for j in 0..a.cols {
                 let pivot = (0..a.rows).map(|i| a.at(i, j)).fold(0.0, |p: f64, x| {
@@ -240,8 +239,8 @@ fn refresh_happens_at_steps_0_t_2t_like_the_reference() {
     let subspaces = subspaces_over(&m, &gs);
     let mut changed_at = Vec::new();
     for step in 1..subspaces.len() {
-        let before = Dense::from_tensor(subspaces[step - 1].right.as_ref().unwrap());
-        let after = Dense::from_tensor(subspaces[step].right.as_ref().unwrap());
+        let before = Dense::from_basis(subspaces[step - 1].right.as_ref().unwrap());
+        let after = Dense::from_basis(subspaces[step].right.as_ref().unwrap());
         if before.max_abs_diff(&after) > 1e-6 {
             changed_at.push(step);
         }
@@ -251,8 +250,8 @@ fn refresh_happens_at_steps_0_t_2t_like_the_reference() {
     // Each refreshed basis is the exact top-3 basis of that step's gradient.
     for step in [0, 3, 6] {
         let fresh = m.prepare(None, None, gs[step].to_tensor(), 0).unwrap();
-        let a = Dense::from_tensor(fresh.subspace.right.as_ref().unwrap());
-        let b = Dense::from_tensor(subspaces[step].right.as_ref().unwrap());
+        let a = Dense::from_basis(fresh.subspace.right.as_ref().unwrap());
+        let b = Dense::from_basis(subspaces[step].right.as_ref().unwrap());
         assert!(a.max_abs_diff(&b) < 1e-5, "step {step}");
     }
 }
@@ -419,9 +418,8 @@ fn subspace_state_moves_between_devices() {
     let (g, _, _) = gradient_like(&mut rng, 12, 6);
     let p = prepare(&manager(3, ProjType::Full, ProjectionMethod::Svd), &g);
     let moved = p.subspace.clone().to_device(&device());
-    let t: &Tensor<2> = moved.left.as_ref().unwrap();
     assert_eq!(
-        Dense::from_tensor(t),
-        Dense::from_tensor(p.subspace.left.as_ref().unwrap())
+        Dense::from_basis(moved.left.as_ref().unwrap()),
+        Dense::from_basis(p.subspace.left.as_ref().unwrap())
     );
 }

@@ -1,27 +1,36 @@
 //! Per-parameter subspace life cycle: creation, refresh schedule, moment policy at a refresh.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::config::Config;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 
-use super::svd::{exact_svd_basis, randomized_svd_basis, to_device, to_host, SingularBases};
-use super::{MomentPolicy, ProjType, ProjectionMethod, Subspace};
+use super::basis::Basis;
+use super::dct::{select_dct_columns, DctNorm, DctScoring};
+use super::svd::{
+    exact_svd_basis, random_orthogonal_basis, randomized_svd_basis, to_device, to_host,
+    SingularBases,
+};
+use super::{MomentPolicy, ProjType, ProjectionMethod, Side, Subspace};
 use crate::adam::Moments;
 use crate::error::check;
 use crate::matrix::assert_state_fits;
-use crate::rng::mix_seed;
+use crate::rng::{mix_seed, random_subset};
 
 /// Configuration of the projection-subspace manager, shared by every projected optimizer.
 ///
 /// Defaults are GaLore's (`galore-torch` 1.0): rank 128, refresh every 200 steps, project the
-/// smaller side, exact SVD, moments kept across refreshes.
+/// smaller side, exact SVD, moments kept across refreshes, fixed gap.
 #[derive(Config, Debug)]
 pub struct SubspaceConfig {
     /// Rank `r` of the subspace; clamped to `min(m, n)` per matrix (logged once per shape).
     #[config(default = 128)]
     pub rank: usize,
+    /// When set, the rank of each matrix is `round(density * len)` (at least 1) for the length
+    /// `len` of its projected side, instead of `rank` (FRUGAL's `rho`).
+    pub density: Option<f32>,
     /// Steps between basis refreshes `T` (the first refresh happens at the first step).
     #[config(default = 200)]
     pub update_proj_gap: usize,
@@ -40,7 +49,24 @@ pub struct SubspaceConfig {
     /// Rounds `q >= 1` of `Z <- orth(Gᵀ G Z)` in the randomized SVD (each costs two matmuls).
     #[config(default = 1)]
     pub power_iters: usize,
-    /// Seed of random sketches; each refresh derives its own from it and the refresh count.
+    /// The column norm that ranks DCT columns.
+    #[config(default = "DctNorm::L1")]
+    pub dct_norm: DctNorm,
+    /// How DCT scores are computed (fast DCT on the host, or a device matmul).
+    #[config(default = "DctScoring::Auto")]
+    pub dct_scoring: DctScoring,
+    /// Q-GaLore's adaptive gap: double a matrix's gap after `adaptive_gap_window` consecutive
+    /// refreshes whose leading basis vector kept a cosine of at least `adaptive_gap_threshold`
+    /// with the previous one.
+    #[config(default = false)]
+    pub adaptive_gap: bool,
+    /// Cosine above which two consecutive leading vectors count as aligned.
+    #[config(default = 0.4)]
+    pub adaptive_gap_threshold: f32,
+    /// Consecutive aligned refreshes that double the gap.
+    #[config(default = 5)]
+    pub adaptive_gap_window: usize,
+    /// Seed of random sketches and bases; each matrix and refresh derives its own from it.
     #[config(default = 0)]
     pub seed: u64,
 }
@@ -49,8 +75,13 @@ impl SubspaceConfig {
     /// Checks every field, naming the first invalid one.
     pub fn validate(&self) -> crate::Result<()> {
         check::positive_count("rank", self.rank)?;
+        if let Some(density) = self.density {
+            check::density("density", density as f64)?;
+        }
         check::positive_count("update_proj_gap", self.update_proj_gap)?;
         check::positive_count("power_iters", self.power_iters)?;
+        check::closed_unit("adaptive_gap_threshold", self.adaptive_gap_threshold as f64)?;
+        check::positive_count("adaptive_gap_window", self.adaptive_gap_window)?;
         Ok(())
     }
 }
@@ -64,6 +95,8 @@ pub struct Prepared {
     pub moments: Moments<2>,
     /// The low-rank gradient `R = project(G)`.
     pub low_grad: Tensor<2>,
+    /// Whether the basis was (re)computed on this step.
+    pub refreshed: bool,
 }
 
 /// Runs the subspace life cycle for every projected matrix of an optimizer.
@@ -84,6 +117,8 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 pub struct SubspaceManager {
     config: SubspaceConfig,
+    /// Numbers matrices in the order they are first seen, so each draws its own random bases.
+    next_ordinal: Arc<AtomicUsize>,
 }
 
 /// Shapes whose rank clamp was already logged, so the message appears once per shape.
@@ -93,7 +128,10 @@ impl SubspaceManager {
     /// A manager for a validated config.
     pub fn new(config: SubspaceConfig) -> crate::Result<Self> {
         config.validate()?;
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            next_ordinal: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// The configuration in use.
@@ -101,15 +139,28 @@ impl SubspaceManager {
         &self.config
     }
 
-    /// The rank actually used for an `m x n` matrix: the configured rank, at most `min(m, n)`.
+    /// The rank actually used for an `m x n` matrix: the configured rank (or density times the
+    /// projected side's length), at least 1 and at most `min(m, n)`.
     pub fn effective_rank(&self, [m, n]: [usize; 2]) -> usize {
-        self.config.rank.min(m.min(n))
+        let side = self.config.proj_type.side(m, n);
+        let wanted = match self.config.density {
+            Some(density) => {
+                let len = match side {
+                    Side::Left => m,
+                    Side::Right => n,
+                    Side::Both => m.min(n),
+                };
+                ((density as f64 * len as f64).round() as usize).max(1)
+            }
+            None => self.config.rank,
+        };
+        wanted.min(m.min(n))
     }
 
     /// A fresh subspace for an `m x n` matrix: side chosen and rank clamped, no basis yet.
     pub fn create(&self, [m, n]: [usize; 2]) -> Subspace {
         let rank = self.effective_rank([m, n]);
-        if rank < self.config.rank {
+        if self.config.density.is_none() && rank < self.config.rank {
             let mut logged = CLAMP_LOGGED.lock().unwrap_or_else(|e| e.into_inner());
             if logged.insert((m, n, self.config.rank)) {
                 log::warn!(
@@ -128,27 +179,61 @@ impl SubspaceManager {
             gap: self.config.update_proj_gap,
             next_refresh: 0,
             refreshes: 0,
+            ordinal: self.next_ordinal.fetch_add(1, Ordering::Relaxed),
+            aligned_refreshes: 0,
         }
     }
 
-    /// Floats held by the bases of an `m x n` matrix's subspace.
-    pub fn basis_numel(&self, [m, n]: [usize; 2]) -> usize {
+    /// Bytes of projection state a checkpoint stores for an `m x n` matrix: `f32` bases for
+    /// SVD kinds, `i32` indices for DCT and coordinates, nothing but scalars for Gaussian ones.
+    pub fn basis_bytes(&self, [m, n]: [usize; 2]) -> usize {
         let side = self.config.proj_type.side(m, n);
         let rank = self.effective_rank([m, n]);
-        usize::from(side.has_left()) * m * rank + usize::from(side.has_right()) * n * rank
+        let per_side = |len: usize| match self.config.projection {
+            ProjectionMethod::Svd
+            | ProjectionMethod::Randomized
+            | ProjectionMethod::RandomOrthogonal => 4 * len * rank,
+            ProjectionMethod::Dct | ProjectionMethod::Coordinates => 4 * rank,
+            ProjectionMethod::Gaussian => 0,
+        };
+        usize::from(side.has_left()) * per_side(m) + usize::from(side.has_right()) * per_side(n)
+    }
+
+    /// Bytes a Gaussian basis keeps on the device between refreshes (it is checkpointed as a
+    /// seed); zero for every other kind.
+    pub fn transient_basis_bytes(&self, [m, n]: [usize; 2]) -> usize {
+        if self.config.projection != ProjectionMethod::Gaussian {
+            return 0;
+        }
+        let side = self.config.proj_type.side(m, n);
+        let rank = self.effective_rank([m, n]);
+        4 * rank * (usize::from(side.has_left()) * m + usize::from(side.has_right()) * n)
+    }
+
+    /// The seed of a matrix's random basis at its current refresh.
+    fn basis_seed(&self, subspace: &Subspace, side: u64) -> u64 {
+        let matrix = mix_seed(self.config.seed, subspace.ordinal as u64);
+        mix_seed(mix_seed(matrix, subspace.refreshes as u64), side)
     }
 
     /// New bases for `subspace` computed from `grad`; `None` if `grad` is not finite.
-    fn compute_bases(&self, subspace: &Subspace, grad: &Tensor<2>) -> Option<SingularBases> {
+    fn compute_bases(
+        &self,
+        subspace: &Subspace,
+        grad: &Tensor<2>,
+    ) -> Option<(Option<Basis>, Option<Basis>)> {
         let (left, right) = (subspace.side.has_left(), subspace.side.has_right());
-        let exact = |grad: &Tensor<2>| {
-            let host = to_host(grad.clone())?;
-            exact_svd_basis(host.as_ref(), subspace.rank, left, right)
+        let device = grad.device();
+        let dense = |bases: SingularBases| {
+            let (l, r) = bases;
+            let to = |x: super::HostMatrix| Basis::Dense(to_device(x.as_ref(), &device));
+            (l.map(to), r.map(to))
         };
         let randomized = |grad: &Tensor<2>| {
+            // The sketch only affects accuracy, so it does not depend on the matrix's ordinal.
             let seed = mix_seed(self.config.seed, subspace.refreshes as u64);
             let c = &self.config;
-            randomized_svd_basis(
+            let bases = randomized_svd_basis(
                 grad,
                 subspace.rank,
                 c.oversample,
@@ -156,12 +241,48 @@ impl SubspaceManager {
                 seed,
                 left,
                 right,
-            )
+            )?;
+            Some(dense(bases))
         };
+        // Per side: `grad` for the right side, `gradᵀ` for the left (`Pᵀ G = (Gᵀ P)ᵀ`).
+        let per_side = |make: &dyn Fn(&Tensor<2>, u64) -> Basis| {
+            let l = left.then(|| make(&grad.clone().transpose(), 1));
+            let r = right.then(|| make(grad, 2));
+            (l, r)
+        };
+        let rank = subspace.rank;
         match self.config.projection {
             // A rare non-convergence of the exact SVD falls back to the randomized one.
-            ProjectionMethod::Svd => exact(grad).or_else(|| randomized(grad)),
+            ProjectionMethod::Svd => {
+                let exact = to_host(grad.clone())
+                    .and_then(|host| exact_svd_basis(host.as_ref(), rank, left, right));
+                exact.map(dense).or_else(|| randomized(grad))
+            }
             ProjectionMethod::Randomized => randomized(grad),
+            ProjectionMethod::Dct => {
+                if !crate::matrix::all_finite(grad) {
+                    return None;
+                }
+                let c = &self.config;
+                Some(per_side(&|g, _| Basis::Dct {
+                    indices: select_dct_columns(g, rank, c.dct_norm, c.dct_scoring),
+                    len: g.dims()[1],
+                }))
+            }
+            ProjectionMethod::Gaussian => Some(per_side(&|g, side| {
+                Basis::gaussian(self.basis_seed(subspace, side), g.dims()[1], rank, &device)
+            })),
+            ProjectionMethod::RandomOrthogonal => Some(per_side(&|g, side| {
+                let seed = self.basis_seed(subspace, side);
+                let q = random_orthogonal_basis(g.dims()[1], rank, seed);
+                Basis::Dense(to_device(q.as_ref(), &device))
+            })),
+            ProjectionMethod::Coordinates => Some(per_side(&|g, side| {
+                let len = g.dims()[1];
+                let chosen = random_subset(self.basis_seed(subspace, side), len, rank);
+                let indices = Tensor::<1, Int>::from_data(TensorData::new(chosen, [rank]), &device);
+                Basis::Coordinates { indices, len }
+            })),
         }
     }
 
@@ -188,20 +309,22 @@ impl SubspaceManager {
             assert_state_fits("projection state", &[s.rows, s.cols], &dims);
         }
         let current = subspace.clone().unwrap_or_else(|| self.create(dims));
-        let needs_basis = current.left.is_none() && current.right.is_none();
+        let refresh = !current.has_basis() || step >= current.next_refresh;
         // Handles are cheap to clone; the originals are handed back if the step is skipped.
-        let (current, transported) = if needs_basis || step >= current.next_refresh {
+        let (current, transported) = if refresh {
             let Some((left, right)) = self.compute_bases(&current, &grad) else {
                 return Err((subspace, moments));
             };
-            let device = grad.device();
-            let fresh = Subspace {
-                left: left.map(|x| to_device(x.as_ref(), &device)),
-                right: right.map(|x| to_device(x.as_ref(), &device)),
-                next_refresh: step + current.gap,
+            let mut fresh = Subspace {
+                left,
+                right,
                 refreshes: current.refreshes + 1,
                 ..current.clone()
             };
+            if self.config.adaptive_gap && current.has_basis() {
+                self.adapt_gap(&current, &mut fresh);
+            }
+            fresh.next_refresh = step + fresh.gap;
             let transported = moments.clone().map(|m| self.transport(&current, &fresh, m));
             (fresh, transported)
         } else {
@@ -223,13 +346,29 @@ impl SubspaceManager {
             subspace: current,
             moments,
             low_grad,
+            refreshed: refresh,
         })
+    }
+
+    /// Counts consecutive refreshes whose leading vector stayed aligned, doubling the gap after
+    /// a full window of them.
+    fn adapt_gap(&self, old: &Subspace, fresh: &mut Subspace) {
+        let cosine = leading_cosine(old, fresh);
+        if cosine >= self.config.adaptive_gap_threshold as f64 {
+            fresh.aligned_refreshes = old.aligned_refreshes + 1;
+        } else {
+            fresh.aligned_refreshes = 0;
+        }
+        if fresh.aligned_refreshes >= self.config.adaptive_gap_window {
+            fresh.gap = old.gap.saturating_mul(2);
+            fresh.aligned_refreshes = 0;
+        }
     }
 
     /// Applies the moment policy when `old` is replaced by `new`.
     pub fn transport(&self, old: &Subspace, new: &Subspace, moments: Moments<2>) -> Moments<2> {
         // Before the first basis there is nothing to transport.
-        if old.left.is_none() && old.right.is_none() {
+        if !old.has_basis() {
             return moments;
         }
         match self.config.moment_policy {
@@ -240,10 +379,31 @@ impl SubspaceManager {
     }
 }
 
+/// `|cos|` between the leading vectors of two subspaces' bases (right side if projected,
+/// else left).
+pub fn leading_cosine(old: &Subspace, new: &Subspace) -> f64 {
+    let pick = |s: &Subspace| {
+        s.right
+            .as_ref()
+            .or(s.left.as_ref())
+            .map(Basis::leading_column)
+    };
+    let (Some(a), Some(b)) = (pick(old), pick(new)) else {
+        return 0.0;
+    };
+    let dot: f64 = a.clone().mul(b.clone()).sum().into_scalar::<f64>();
+    let na: f64 = a.square().sum().into_scalar::<f64>().sqrt();
+    let nb: f64 = b.square().sum().into_scalar::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    (dot / (na * nb)).abs()
+}
+
 /// `C = P_newᵀ P_old` for one side, or `None` when that side is not projected.
-fn change_of_basis(old: &Option<Tensor<2>>, new: &Option<Tensor<2>>) -> Option<Tensor<2>> {
+fn change_of_basis(old: &Option<Basis>, new: &Option<Basis>) -> Option<Tensor<2>> {
     match (old, new) {
-        (Some(old), Some(new)) => Some(new.clone().transpose().matmul(old.clone())),
+        (Some(old), Some(new)) => Some(new.mul_t_left(old.matrix())),
         _ => None,
     }
 }
@@ -298,7 +458,7 @@ macro_rules! subspace_setters {
                 self.subspace.proj_type = proj_type;
                 self
             }
-            /// Sets how refreshes compute the basis (exact or randomized SVD).
+            /// Sets how refreshes compute the basis (SVD, randomized SVD, DCT, random, ...).
             pub fn with_projection(mut self, method: $crate::projection::ProjectionMethod) -> Self {
                 self.subspace.projection = method;
                 self
@@ -316,6 +476,16 @@ macro_rules! subspace_setters {
             /// Sets the randomized SVD's power iterations `q`.
             pub fn with_power_iters(mut self, power_iters: usize) -> Self {
                 self.subspace.power_iters = power_iters;
+                self
+            }
+            /// Sets the density: each matrix's rank becomes `round(density * len)`.
+            pub fn with_density(mut self, density: Option<f32>) -> Self {
+                self.subspace.density = density;
+                self
+            }
+            /// Turns on Q-GaLore's adaptive refresh gap.
+            pub fn with_adaptive_gap(mut self, on: bool) -> Self {
+                self.subspace.adaptive_gap = on;
                 self
             }
             /// Sets the seed of random sketches.

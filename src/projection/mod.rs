@@ -14,11 +14,15 @@
 //! chosen, so nothing is re-derived from shapes later (the reference code infers the side from
 //! the low-rank tensor's shape, which breaks on square matrices and on `r >= min(m, n)`).
 
+mod basis;
+mod dct;
 mod manager;
 pub(crate) mod svd;
 
+pub use basis::Basis;
+pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
 pub(crate) use manager::subspace_setters;
-pub use manager::{Prepared, SubspaceConfig, SubspaceManager};
+pub use manager::{leading_cosine, Prepared, SubspaceConfig, SubspaceManager};
 pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMatrix};
 
 use burn::config::Config;
@@ -73,6 +77,16 @@ pub enum ProjectionMethod {
     /// `(r + p)`-column sketch goes to the host. Oversampling and power iterations are set on
     /// the manager. At 2736x1024, r = 256: 6.5x faster than `Svd`, 99.8% of its top-r energy.
     Randomized,
+    /// SVD-free: the `r` columns of the shared orthonormal DCT matrix best aligned with the
+    /// gradient (see [`select_dct_columns`]); a matrix stores `r` indices.
+    Dct,
+    /// A seeded Gaussian `N(0, 1/r)` matrix, not orthonormalized (APOLLO); stored as its seed.
+    Gaussian,
+    /// A seeded random matrix with orthonormal columns (FRUGAL's random subspace).
+    RandomOrthogonal,
+    /// A seeded random subset of `r` columns (or rows) of the identity (FRUGAL's coordinate
+    /// subspace): projecting gathers, projecting back scatters into zeros.
+    Coordinates,
 }
 
 /// What happens to the Adam moments when the basis is refreshed.
@@ -162,16 +176,20 @@ pub struct Subspace {
     pub rows: usize,
     /// Columns `n` of the matrix this subspace was built for (checked on every step).
     pub cols: usize,
-    /// Left basis `m x r` with orthonormal columns (sides `Left` and `Both`).
-    pub left: Option<Tensor<2>>,
-    /// Right basis `n x r` with orthonormal columns (sides `Right` and `Both`).
-    pub right: Option<Tensor<2>>,
+    /// Left basis `m x r` (sides `Left` and `Both`).
+    pub left: Option<Basis>,
+    /// Right basis `n x r` (sides `Right` and `Both`).
+    pub right: Option<Basis>,
     /// The current refresh gap (it may grow when the adaptive gap is on).
     pub gap: usize,
     /// The step at which the next refresh happens.
     pub next_refresh: usize,
-    /// Number of refreshes so far; with the parameter's seed it determines random sketches.
+    /// Number of refreshes so far; with the seed and `ordinal` it determines random bases.
     pub refreshes: usize,
+    /// The order in which the optimizer first saw this matrix: random bases differ per matrix.
+    pub ordinal: usize,
+    /// Consecutive refreshes whose leading vector stayed aligned (adaptive gap).
+    pub aligned_refreshes: usize,
 }
 
 impl Subspace {
@@ -179,10 +197,10 @@ impl Subspace {
     pub fn project(&self, grad: Tensor<2>) -> Tensor<2> {
         let mut low = grad;
         if let Some(right) = &self.right {
-            low = low.matmul(right.clone());
+            low = right.mul(low);
         }
         if let Some(left) = &self.left {
-            low = left.clone().transpose().matmul(low);
+            low = left.mul_t_left(low);
         }
         low
     }
@@ -191,12 +209,25 @@ impl Subspace {
     pub fn project_back(&self, low: Tensor<2>) -> Tensor<2> {
         let mut full = low;
         if let Some(left) = &self.left {
-            full = left.clone().matmul(full);
+            full = left.mul_left(full);
         }
         if let Some(right) = &self.right {
-            full = full.matmul(right.clone().transpose());
+            full = right.mul_t(full);
         }
         full
+    }
+
+    /// Whether a basis has been computed yet.
+    pub fn has_basis(&self) -> bool {
+        self.left.is_some() || self.right.is_some()
+    }
+
+    /// Whether every stored basis has orthonormal columns (false for Gaussian ones).
+    pub fn is_orthonormal(&self) -> bool {
+        [&self.left, &self.right]
+            .into_iter()
+            .flatten()
+            .all(Basis::is_orthonormal)
     }
 
     /// Shape of the projected gradient and moments.
@@ -207,8 +238,8 @@ impl Subspace {
     /// Moves the bases to `device`.
     pub fn to_device(self, device: &Device) -> Self {
         Self {
-            left: self.left.map(|t| t.to_device(device)),
-            right: self.right.map(|t| t.to_device(device)),
+            left: self.left.map(|b| b.to_device(device)),
+            right: self.right.map(|b| b.to_device(device)),
             ..self
         }
     }

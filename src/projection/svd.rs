@@ -136,6 +136,11 @@ fn orthonormalize(y: &HostMatrix) -> HostMatrix {
     y.qr().compute_thin_Q()
 }
 
+/// A seeded random `len x rank` matrix with orthonormal columns (QR of a Gaussian one).
+pub(crate) fn random_orthogonal_basis(len: usize, rank: usize, seed: u64) -> HostMatrix {
+    orthonormalize(&gaussian(len, rank, seed))
+}
+
 /// A seeded `rows x cols` Gaussian matrix on the host.
 fn gaussian(rows: usize, cols: usize, seed: u64) -> HostMatrix {
     let mut values = vec![0.0f32; rows * cols];

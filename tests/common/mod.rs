@@ -41,6 +41,12 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// A projector as a dense matrix (DCT and coordinate bases are expanded).
+    #[allow(dead_code)]
+    pub fn from_basis(b: &lowrank_optim::projection::Basis) -> Self {
+        Self::from_tensor(&b.matrix())
+    }
+
     pub fn from_tensor(t: &Tensor<2>) -> Self {
         let [rows, cols] = t.dims();
         Self {
