@@ -31,6 +31,23 @@ impl AdamHyper {
         let bias_2 = 1.0 - (self.beta_2 as f64).powi(t);
         lr * bias_2.sqrt() / bias_1
     }
+
+    /// PyTorch AdamW's update `lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`, as
+    /// FRUGAL and DCT-AdamW compute it: `lr_t * m / (sqrt(v) + eps * sqrt(1 - b2^t))` with the
+    /// step size `lr_t` of [`hf_step_size`](Self::hf_step_size).
+    pub fn torch_update<const D: usize>(&self, moments: &Moments<D>, lr: f64) -> Tensor<D> {
+        let bias_2 = 1.0 - (self.beta_2 as f64).powi(moments.step as i32);
+        let denominator = moments
+            .second
+            .clone()
+            .sqrt()
+            .add_scalar(self.epsilon as f64 * bias_2.sqrt());
+        moments
+            .first
+            .clone()
+            .div(denominator)
+            .mul_scalar(self.hf_step_size(lr, moments.step))
+    }
 }
 
 /// First and second Adam moments with their own bias-correction step count.

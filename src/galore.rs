@@ -6,9 +6,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::adam::{AdamHyper, Moments};
 use crate::error::check;
-use crate::matrix::{all_finite, as_matrix, assert_state_fits, cast_moments, cast_rank};
-use crate::projection::{subspace_setters, Subspace, SubspaceConfig, SubspaceManager};
-use crate::RecordState;
+use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projection::{subspace_setters, SubspaceConfig, SubspaceManager};
 
 /// [`GaLore`] configuration. Defaults are the reference's (`galore-torch` 1.0 `GaLoreAdamW`).
 ///
@@ -99,15 +98,7 @@ pub struct GaLore {
 }
 
 /// Per-parameter [`GaLore`] state.
-#[derive(RecordState, Clone, Debug)]
-pub struct GaLoreState<const D: usize> {
-    /// Adam moments: of the projected gradient for matrices, full-size otherwise.
-    pub moments: Moments<D>,
-    /// The matrix's subspace; `None` for parameters that are not matrices.
-    pub subspace: Option<Subspace>,
-    /// Updates applied to this parameter; drives the refresh schedule.
-    pub step: usize,
-}
+pub type GaLoreState<const D: usize> = SubspaceState<D>;
 
 impl GaLore {
     /// The subspace manager in use.
@@ -115,81 +106,35 @@ impl GaLore {
         &self.manager
     }
 
-    fn decay<const D: usize>(&self, tensor: Tensor<D>, lr: f64) -> Tensor<D> {
-        if self.weight_decay == 0.0 {
-            return tensor;
-        }
-        tensor.mul_scalar(1.0 - lr * self.weight_decay as f64)
-    }
-
-    fn step_matrix<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<2>,
-        state: Option<GaLoreState<D>>,
-    ) -> (Tensor<D>, Option<GaLoreState<D>>) {
-        let (subspace, moments, step) = match state {
-            Some(s) => (s.subspace, Some(cast_moments(s.moments)), s.step),
-            None => (None, None, 0),
-        };
-        let prepared = match self.manager.prepare(subspace, moments, grad, step) {
-            Ok(prepared) => prepared,
-            Err((subspace, moments)) => {
-                log_skip(&tensor.dims());
-                let state = moments.map(|m| GaLoreState {
-                    moments: cast_moments(m),
-                    subspace,
-                    step,
-                });
-                return (tensor, state);
-            }
-        };
-        let moments = prepared.moments.update(prepared.low_grad, &self.hyper);
+    fn step_matrix(&self, lr: f64, input: MatrixStep) -> MatrixUpdate {
+        let moments = input
+            .prepared
+            .moments
+            .update(input.prepared.low_grad, &self.hyper);
         let step_size = self.hyper.hf_step_size(lr, moments.step) * self.scale as f64;
         let low_update = moments.direction(&self.hyper).mul_scalar(step_size);
-        let update = prepared.subspace.project_back(low_update);
-        let weights = self.decay(cast_rank::<D, 2>(tensor).sub(update), lr);
-        let state = GaLoreState {
-            moments: cast_moments(moments),
-            subspace: Some(prepared.subspace),
-            step: step + 1,
-        };
-        (cast_rank(weights), Some(state))
-    }
-
-    fn step_dense<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<GaLoreState<D>>,
-    ) -> (Tensor<D>, Option<GaLoreState<D>>) {
-        if !all_finite(&grad) {
-            log_skip(&tensor.dims());
-            return (tensor, state);
-        }
-        let (moments, step) = match state {
-            Some(s) => (s.moments, s.step),
-            None => (Moments::zeros(grad.dims(), &grad.device()), 0),
-        };
-        assert_state_fits("optimizer moments", &moments.dims(), &grad.dims());
-        let moments = moments.update(grad, &self.hyper);
-        let step_size = self.hyper.hf_step_size(lr, moments.step);
-        let weights = tensor.sub(moments.direction(&self.hyper).mul_scalar(step_size));
-        let state = GaLoreState {
+        let update = input.prepared.subspace.project_back(low_update);
+        MatrixUpdate {
+            weights: decay(input.weights.sub(update), lr, self.weight_decay),
             moments,
-            subspace: None,
-            step: step + 1,
-        };
-        (self.decay(weights, lr), Some(state))
+            limiter: None,
+        }
     }
 }
 
-fn log_skip(dims: &[usize]) {
-    log::warn!(
-        "lowrank-optim: skipped the update of a {dims:?} parameter: its gradient holds NaN or infinity"
-    );
+/// Adam with the HF/GaLore conventions on a full-size tensor, then decoupled weight decay.
+pub(crate) fn hf_adam_dense<const D: usize>(
+    hyper: &AdamHyper,
+    weight_decay: f32,
+    lr: f64,
+    tensor: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Moments<D>,
+) -> (Tensor<D>, Moments<D>) {
+    let moments = moments.update(grad, hyper);
+    let step_size = hyper.hf_step_size(lr, moments.step);
+    let weights = tensor.sub(moments.direction(hyper).mul_scalar(step_size));
+    (decay(weights, lr, weight_decay), moments)
 }
 
 impl Optimizer for GaLore {
@@ -202,21 +147,17 @@ impl Optimizer for GaLore {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        // Nothing to update; some backends cannot even run elementwise ops on empty tensors.
-        if grad.dims().contains(&0) {
-            return (tensor, state);
-        }
-        match as_matrix(&grad) {
-            Some(matrix) => self.step_matrix(lr, tensor, matrix, state),
-            None => self.step_dense(lr, tensor, grad, state),
-        }
+        subspace_step(
+            &self.manager,
+            tensor,
+            grad,
+            state,
+            |input| self.step_matrix(lr, input),
+            |w, g, m| hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m),
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        GaLoreState {
-            moments: state.moments.to_device(device),
-            subspace: state.subspace.map(|s| s.to_device(device)),
-            step: state.step,
-        }
+        state.to_device(device)
     }
 }

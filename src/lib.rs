@@ -7,8 +7,14 @@
 //! checkpoints keep working.
 //!
 //! - [`GaLore`]: Adam on the projection of the gradient onto its top singular vectors.
+//! - [`Fira`]: GaLore plus a norm-scaled, growth-limited full-rank update from the residual.
+//! - [`Frugal`]: AdamW in a subspace (SVD, DCT, random, coordinates, or whole blocks) plus
+//!   signSGD outside it; with no residual update it is DCT-AdamW.
+//! - [`Apollo`]: the raw gradient scaled per channel by a ratio estimated in a random
+//!   projection (APOLLO, and APOLLO-Mini at rank 1).
 //! - [`projection`]: the subspace manager every projected optimizer shares (side, basis by exact
-//!   or randomized SVD, refresh schedule, what happens to the moments at a refresh).
+//!   or randomized SVD, DCT columns, random matrices or coordinates, refresh schedule and
+//!   adaptive gap, what happens to the moments at a refresh).
 //! - [`Router`]: GaLore on attention/MLP matrices, AdamW on everything else, as one
 //!   `ModuleOptimizer`.
 //! - [`memory`]: exact optimizer-state bytes, per parameter and in total, against AdamW.
@@ -47,18 +53,30 @@ extern crate alloc;
 use burn::optim::{join_index, join_path, RecordState, StateSink, StateSource};
 
 pub mod adam;
+pub mod apollo;
 pub mod clip;
 mod error;
+pub mod fira;
+pub mod frugal;
 pub mod galore;
 pub mod groups;
 mod matrix;
 pub mod memory;
+mod projected;
 pub mod projection;
 pub mod recipe;
 mod rng;
+mod scaling;
 
+pub use apollo::{Apollo, ApolloConfig, ApolloState};
 pub use error::{Error, Result};
+pub use fira::{Fira, FiraConfig, FiraState};
+pub use frugal::{Frugal, FrugalConfig, FrugalState, Residual};
 pub use galore::{GaLore, GaLoreConfig, GaLoreState};
 pub use groups::{ParamInfo, Router};
 pub use memory::{MemoryReport, StateFootprint};
-pub use projection::{MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig};
+pub use projected::SubspaceState;
+pub use projection::{
+    DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig,
+};
+pub use scaling::ScaleGranularity;

@@ -5,50 +5,93 @@
 //! [`MemoryReport::estimate`] computes it from shapes through [`StateFootprint`] without
 //! allocating anything (for model sizes that do not fit the machine).
 //!
-//! Convention: state tensors are counted at 4 bytes per float (`f32`, the dtype Burn's
-//! optimizers keep state in); scalars (step counters) are not counted; the AdamW baseline is two
-//! `f32` moments per weight.
+//! Convention: state tensors are counted at their stored width (4 bytes per `f32` float, the
+//! dtype Burn's optimizers keep state in, and per `i32` index of DCT and coordinate bases);
+//! scalars (step counters, seeds) are not counted; the AdamW baseline is two `f32` moments per
+//! weight.
 
 use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::optim::{AdamW, ModuleOptimizer};
 
+use crate::apollo::Apollo;
 use crate::error::{Error, Result};
+use crate::fira::Fira;
+use crate::frugal::Frugal;
 use crate::galore::GaLore;
 use crate::groups::{ParamInfo, Router};
 use crate::matrix::is_matrix_shape;
+use crate::projection::SubspaceManager;
 
 /// Bytes of one `f32` state entry.
 pub const F32_BYTES: usize = 4;
 
-/// Floats of optimizer state an optimizer keeps for a parameter of a given shape.
+/// Bytes of optimizer state an optimizer checkpoints for a parameter of a given shape.
 pub trait StateFootprint {
-    /// Number of state floats for a parameter of `shape` (0 for a stateless optimizer).
-    fn state_numel(&self, shape: &[usize]) -> usize;
+    /// Bytes of state tensors for a parameter of `shape` (0 for a stateless optimizer).
+    fn state_bytes(&self, shape: &[usize]) -> usize;
 }
 
 impl StateFootprint for AdamW {
-    fn state_numel(&self, shape: &[usize]) -> usize {
-        2 * shape.iter().product::<usize>()
+    fn state_bytes(&self, shape: &[usize]) -> usize {
+        2 * F32_BYTES * shape.iter().product::<usize>()
     }
+}
+
+/// State of a subspace optimizer: for matrices two projected moments, the basis as the
+/// projection kind stores it (`f32` matrices, `i32` indices, or only a seed), and `limiter`
+/// floats; for other tensors two full-size moments.
+fn subspace_state_bytes(manager: &SubspaceManager, shape: &[usize], limiter: usize) -> usize {
+    let numel = shape.iter().product::<usize>();
+    if !is_matrix_shape(shape) {
+        return 2 * F32_BYTES * numel;
+    }
+    let dims = [shape[0], shape[1]];
+    let side = manager.config().proj_type.side(dims[0], dims[1]);
+    let projected: usize = side
+        .projected_shape(dims, manager.effective_rank(dims))
+        .iter()
+        .product();
+    F32_BYTES * (2 * projected + limiter) + manager.basis_bytes(dims)
 }
 
 impl StateFootprint for GaLore {
     /// Matrices: two `m x r` (or `r x n`) moments plus the basis, i.e.
-    /// `2 r max(m, n) + r min(m, n)` for the default side; other tensors: two full moments.
-    fn state_numel(&self, shape: &[usize]) -> usize {
-        if !is_matrix_shape(shape) {
-            return 2 * shape.iter().product::<usize>();
+    /// `2 r max(m, n) + r min(m, n)` floats for the default side and SVD; other tensors: two
+    /// full moments.
+    fn state_bytes(&self, shape: &[usize]) -> usize {
+        subspace_state_bytes(self.manager(), shape, 0)
+    }
+}
+
+impl StateFootprint for Fira {
+    /// GaLore's state plus one float (the limiter's previous norm) per matrix.
+    fn state_bytes(&self, shape: &[usize]) -> usize {
+        subspace_state_bytes(self.manager(), shape, 1)
+    }
+}
+
+impl StateFootprint for Apollo {
+    /// Two projected moments, the Gaussian basis as a seed (no tensor), one limiter float.
+    /// Between refreshes the Gaussian matrix also sits on the device:
+    /// [`SubspaceManager::transient_basis_bytes`].
+    fn state_bytes(&self, shape: &[usize]) -> usize {
+        subspace_state_bytes(self.manager(), shape, usize::from(self.has_limiter()))
+    }
+}
+
+impl StateFootprint for Frugal {
+    /// Subspace mode: two projected moments plus the basis. Block mode: two full moments for a
+    /// state-full block and nothing for a state-free one; reported as the expectation
+    /// `rho * 2 * numel` floats, since which blocks are active changes every period.
+    fn state_bytes(&self, shape: &[usize]) -> usize {
+        if !self.is_block() {
+            return subspace_state_bytes(self.manager(), shape, 0);
         }
-        let dims = [shape[0], shape[1]];
-        let manager = self.manager();
-        let side = manager.config().proj_type.side(dims[0], dims[1]);
-        let projected: usize = side
-            .projected_shape(dims, manager.effective_rank(dims))
-            .iter()
-            .product();
-        2 * projected + manager.basis_bytes(dims) / F32_BYTES
+        let full = 2 * F32_BYTES * shape.iter().product::<usize>();
+        let rho = self.manager().config().density.unwrap_or(1.0) as f64;
+        (rho * full as f64).round() as usize
     }
 }
 
@@ -139,13 +182,13 @@ impl MemoryReport {
         let params = ParamInfo::collect(module)
             .into_iter()
             .map(|p| {
-                let numel = if router.is_projected(&p) {
-                    projected.state_numel(&p.shape)
+                let state_bytes = if router.is_projected(&p) {
+                    projected.state_bytes(&p.shape)
                 } else {
-                    dense.state_numel(&p.shape)
+                    dense.state_bytes(&p.shape)
                 };
                 ParamMemory {
-                    state_bytes: F32_BYTES * numel,
+                    state_bytes,
                     adamw_bytes: 2 * F32_BYTES * p.numel(),
                     path: p.path,
                     shape: p.shape,

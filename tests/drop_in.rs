@@ -4,95 +4,12 @@
 
 mod common;
 
-use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use common::values;
 use lowrank_optim::memory::F32_BYTES;
 use lowrank_optim::{GaLoreConfig, MemoryReport, ProjectionMethod, Router};
 
-const VOCAB: usize = 64;
-const D_MODEL: usize = 24;
-const FFN: usize = 56;
-
-#[derive(Module, Debug)]
-struct Attention {
-    wq: Linear,
-    wo: Linear,
-}
-
-#[derive(Module, Debug)]
-struct FeedForward {
-    w1: Linear,
-    w2: Linear,
-}
-
-/// A LLaMA-shaped toy: embedding, "attention" and MLP linears, a norm and an output head.
-#[derive(Module, Debug)]
-struct Toy {
-    tok_embeddings: Embedding,
-    attention: Attention,
-    feed_forward: FeedForward,
-    norm: RmsNorm,
-    output: Linear,
-}
-
-impl Toy {
-    fn new(device: &Device) -> Self {
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        Toy {
-            tok_embeddings: EmbeddingConfig::new(VOCAB, D_MODEL).init(device),
-            attention: Attention {
-                wq: linear(D_MODEL, D_MODEL),
-                wo: linear(D_MODEL, D_MODEL),
-            },
-            feed_forward: FeedForward {
-                w1: LinearConfig::new(D_MODEL, FFN).init(device),
-                w2: linear(FFN, D_MODEL),
-            },
-            norm: RmsNormConfig::new(D_MODEL).init(device),
-            output: linear(D_MODEL, VOCAB),
-        }
-    }
-
-    /// Mean cross-entropy of predicting `targets` from `tokens` ([batch]).
-    fn loss(&self, tokens: Tensor<1, Int>, targets: Tensor<1, Int>) -> Tensor<1> {
-        let [batch] = tokens.dims();
-        let x = self
-            .tok_embeddings
-            .forward(tokens.reshape([batch, 1]))
-            .reshape([batch, D_MODEL]);
-        let x = x.clone()
-            + self
-                .attention
-                .wo
-                .forward(activation::silu(self.attention.wq.forward(x)));
-        let x = x.clone()
-            + self
-                .feed_forward
-                .w2
-                .forward(activation::silu(self.feed_forward.w1.forward(x)));
-        let logits = self.output.forward(self.norm.forward(x));
-        let log_probs = activation::log_softmax(logits, 1);
-        let picked = log_probs.gather(1, targets.reshape([batch, 1]));
-        picked.mean().neg()
-    }
-}
-
-fn device() -> Device {
-    common::device().autodiff()
-}
-
-/// A fixed task: map token i to token (3 i + 1) mod VOCAB.
-fn batch(device: &Device) -> (Tensor<1, Int>, Tensor<1, Int>) {
-    let xs: Vec<i64> = (0..VOCAB as i64).collect();
-    let ys: Vec<i64> = xs.iter().map(|x| (3 * x + 1) % VOCAB as i64).collect();
-    (
-        Tensor::from_data(TensorData::new(xs, [VOCAB]), device),
-        Tensor::from_data(TensorData::new(ys, [VOCAB]), device),
-    )
-}
+use common::toy::{device, train, Toy, FFN, VOCAB};
 
 fn galore() -> GaLoreConfig {
     GaLoreConfig::new()
@@ -107,19 +24,6 @@ fn optimizer(model: &Toy, config: &GaLoreConfig) -> ModuleOptimizer {
         config.init().unwrap(),
         AdamWConfig::new().with_weight_decay(0.0).build(),
     )
-}
-
-fn train(model: Toy, optim: &mut ModuleOptimizer, steps: usize, lr: f64) -> (Toy, Vec<f32>) {
-    let (xs, ys) = batch(&model.output.weight.device());
-    let mut model = model;
-    let mut losses = Vec::new();
-    for _ in 0..steps {
-        let loss = model.loss(xs.clone(), ys.clone());
-        losses.push(values(&loss)[0]);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
-    }
-    (model, losses)
 }
 
 #[test]

@@ -1,0 +1,199 @@
+//! APOLLO: SGD-like memory, AdamW-like steps: the raw gradient scaled per channel by the ratio
+//! a low-rank Adam state estimates from a random projection.
+
+use burn::config::Config;
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor};
+
+use crate::adam::AdamHyper;
+use crate::error::check;
+use crate::galore::hf_adam_dense;
+use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig, SubspaceManager};
+use crate::scaling::{channel_axis, limit, norm_ratio, ScaleGranularity};
+
+/// [`Apollo`] configuration. Defaults are the reference's (`apollo-torch` 1.0.3 `APOLLOAdamW`
+/// with its README's APOLLO settings): seeded Gaussian projection refreshed every 200 steps,
+/// rank 256, channel-wise scaling, scale 1, norm-growth limiter on.
+///
+/// See: [APOLLO: SGD-like Memory, AdamW-level Performance, Zhu et al.,
+/// 2024](https://arxiv.org/abs/2412.05270).
+///
+/// ```
+/// use lowrank_optim::ApolloConfig;
+///
+/// let apollo = ApolloConfig::new().with_rank(256).init().expect("a valid config");
+/// let mini = ApolloConfig::mini().init().expect("a valid config"); // rank 1, tensor-wise, scale 128
+/// # let _ = (apollo, mini);
+/// ```
+#[derive(Config, Debug)]
+pub struct ApolloConfig {
+    /// Subspace settings; the default projection is [`ProjectionMethod::Gaussian`] at rank 256.
+    #[config(
+        default = "SubspaceConfig::new().with_rank(256).with_projection(ProjectionMethod::Gaussian)"
+    )]
+    pub subspace: SubspaceConfig,
+    /// The update is multiplied by `sqrt(scale)` (the reference's `scale`).
+    #[config(default = 1.0)]
+    pub scale: f32,
+    /// Channel-wise (APOLLO) or tensor-wise (APOLLO-Mini) scaling of the raw gradient.
+    #[config(default = "ScaleGranularity::Channel")]
+    pub scaling: ScaleGranularity,
+    /// Multiply by `sqrt(scale)` before the limiter instead of after (`scale_front`).
+    #[config(default = false)]
+    pub scale_front: bool,
+    /// Apply Fira's norm-growth limiter (the reference's `disable_nl = False`).
+    #[config(default = true)]
+    pub limiter: bool,
+    /// Largest growth factor of the scaled gradient's norm from one step to the next.
+    #[config(default = 1.01)]
+    pub gamma: f32,
+    /// Decay of Adam's first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of Adam's second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added to `sqrt(v)` in the denominator.
+    #[config(default = 1e-6)]
+    pub epsilon: f32,
+    /// Decoupled weight decay, applied after the update (`W -= lr * wd * W`).
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+}
+
+subspace_setters!(ApolloConfig);
+
+impl ApolloConfig {
+    /// APOLLO-Mini: rank 1, one scaling factor per matrix, scale 128.
+    pub fn mini() -> Self {
+        Self::new()
+            .with_rank(1)
+            .with_scaling(ScaleGranularity::Tensor)
+            .with_scale(128.0)
+    }
+
+    /// Checks every field, naming the first invalid one.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.subspace.validate()?;
+        check::positive("scale", self.scale as f64)?;
+        check::at_least_one("gamma", self.gamma as f64)?;
+        check::unit_interval("beta_1", self.beta_1 as f64)?;
+        check::unit_interval("beta_2", self.beta_2 as f64)?;
+        check::non_negative("epsilon", self.epsilon as f64)?;
+        check::non_negative("weight_decay", self.weight_decay as f64)?;
+        Ok(())
+    }
+
+    /// Builds the optimizer, or names the invalid field.
+    pub fn init(&self) -> crate::Result<Apollo> {
+        self.validate()?;
+        Ok(Apollo {
+            manager: SubspaceManager::new(self.subspace.clone())?,
+            hyper: AdamHyper {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
+            scale_root: self.scale.sqrt(),
+            scaling: self.scaling,
+            scale_front: self.scale_front,
+            gamma: self.limiter.then_some(self.gamma),
+            weight_decay: self.weight_decay,
+        })
+    }
+}
+
+/// APOLLO-AdamW, as `apollo-torch` 1.0.3's `APOLLOAdamW` computes it.
+///
+/// On a matrix, with `R = project(G)` (a seeded Gaussian projection by default) and
+/// `N = M / (sqrt(V) + eps)` from Adam on `R`: `phi = ||N|| / (||R|| + 1e-8)` per channel along
+/// the low-rank axis (or per matrix), `S = G phi`, Fira's norm-growth limiter on `S`, then
+/// `W -= lr_t sqrt(scale) S` with GaLore's `lr_t` and decoupled weight decay. Nothing is projected
+/// back: the low-rank state only estimates the scaling.
+#[derive(Clone, Debug)]
+pub struct Apollo {
+    manager: SubspaceManager,
+    hyper: AdamHyper,
+    scale_root: f32,
+    scaling: ScaleGranularity,
+    scale_front: bool,
+    gamma: Option<f32>,
+    weight_decay: f32,
+}
+
+/// Per-parameter [`Apollo`] state.
+pub type ApolloState<const D: usize> = SubspaceState<D>;
+
+impl Apollo {
+    /// The subspace manager in use.
+    pub fn manager(&self) -> &SubspaceManager {
+        &self.manager
+    }
+
+    /// Whether the norm-growth limiter is on.
+    pub fn has_limiter(&self) -> bool {
+        self.gamma.is_some()
+    }
+
+    fn step_matrix(&self, lr: f64, input: MatrixStep) -> MatrixUpdate {
+        let MatrixStep {
+            weights,
+            grad,
+            prepared,
+            limiter,
+        } = input;
+        let low = prepared.low_grad;
+        let moments = prepared.moments.update(low.clone(), &self.hyper);
+        let step_size = self.hyper.hf_step_size(lr, moments.step);
+        let axis = channel_axis(prepared.subspace.side, self.scaling);
+        let phi = norm_ratio(moments.direction(&self.hyper), low, axis);
+        let mut scaled = grad.mul(phi);
+        if self.scale_front {
+            scaled = scaled.mul_scalar(self.scale_root);
+        }
+        let limiter = self.gamma.map(|gamma| {
+            let norm = scaled.clone().square().sum().sqrt();
+            let (divisor, limited) = limit(norm, limiter, gamma);
+            scaled = scaled.clone().div(divisor.reshape([1, 1]));
+            limited
+        });
+        if !self.scale_front {
+            scaled = scaled.mul_scalar(self.scale_root);
+        }
+        MatrixUpdate {
+            weights: decay(
+                weights.sub(scaled.mul_scalar(step_size)),
+                lr,
+                self.weight_decay,
+            ),
+            moments,
+            limiter,
+        }
+    }
+}
+
+impl Optimizer for Apollo {
+    type State<const D: usize> = ApolloState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        subspace_step(
+            &self.manager,
+            tensor,
+            grad,
+            state,
+            |input| self.step_matrix(lr, input),
+            |w, g, m| hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m),
+        )
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}

@@ -1,0 +1,197 @@
+//! Fira: GaLore plus a full-rank update from the residual the projection discards.
+
+use burn::config::Config;
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor};
+
+use crate::adam::AdamHyper;
+use crate::error::check;
+use crate::galore::hf_adam_dense;
+use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projection::{subspace_setters, SubspaceConfig, SubspaceManager};
+use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
+
+/// [`Fira`] configuration. Defaults are the reference's (`fira` 1.0.2 `FiraAdamW`).
+///
+/// See: [Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?, Chen et
+/// al., 2024](https://arxiv.org/abs/2410.01623).
+///
+/// ```
+/// use lowrank_optim::{FiraConfig, ScaleGranularity};
+///
+/// let fira = FiraConfig::new()
+///     .with_rank(128)
+///     .with_scale(0.25)
+///     .with_gamma(1.01)
+///     .with_scaling(ScaleGranularity::Channel)
+///     .init()
+///     .expect("a valid config");
+/// # let _ = fira;
+/// ```
+#[derive(Config, Debug)]
+pub struct FiraConfig {
+    /// Subspace settings (also settable through `with_rank`, `with_update_proj_gap`, ...).
+    #[config(default = "SubspaceConfig::new()")]
+    pub subspace: SubspaceConfig,
+    /// Scale `alpha` of the low-rank part (the reference's `alpha`).
+    #[config(default = 0.25)]
+    pub scale: f32,
+    /// Largest growth factor of the scaled residual's norm from one step to the next.
+    #[config(default = 1.01)]
+    pub gamma: f32,
+    /// Per-channel (default) or per-matrix norm-ratio scaling of the residual.
+    #[config(default = "ScaleGranularity::Channel")]
+    pub scaling: ScaleGranularity,
+    /// Decay of Adam's first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of Adam's second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added to `sqrt(v)` in the denominator.
+    #[config(default = 1e-6)]
+    pub epsilon: f32,
+    /// Decoupled weight decay, applied after the update (`W -= lr * wd * W`).
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+}
+
+subspace_setters!(FiraConfig);
+
+impl FiraConfig {
+    /// Checks every field, naming the first invalid one.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.subspace.validate()?;
+        check::positive("scale", self.scale as f64)?;
+        check::at_least_one("gamma", self.gamma as f64)?;
+        check::unit_interval("beta_1", self.beta_1 as f64)?;
+        check::unit_interval("beta_2", self.beta_2 as f64)?;
+        check::non_negative("epsilon", self.epsilon as f64)?;
+        check::non_negative("weight_decay", self.weight_decay as f64)?;
+        Ok(())
+    }
+
+    /// Builds the optimizer, or names the invalid field.
+    pub fn init(&self) -> crate::Result<Fira> {
+        self.validate()?;
+        Ok(Fira {
+            manager: SubspaceManager::new(self.subspace.clone())?,
+            hyper: AdamHyper {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
+            scale: self.scale,
+            gamma: self.gamma,
+            scaling: self.scaling,
+            weight_decay: self.weight_decay,
+        })
+    }
+}
+
+/// Fira-AdamW, step for step as `fira` 1.0.2's `FiraAdamW`.
+///
+/// On a matrix, with `R = project(G)` and `N = M / (sqrt(V) + eps)` from Adam on `R`:
+/// `phi = ||N|| / (||R|| + 1e-8)` along the low-rank axis, the scaled residual
+/// `S = (G - alpha back(R)) phi`, limited so that `||S||` grows by at most `gamma` per step,
+/// then `W -= lr_t (alpha back(N) + S)` and decoupled weight decay, as GaLore.
+///
+/// For orthonormal bases with `alpha <= 1/2`, `||S||` comes from the identity
+/// `||g - alpha P Pᵀ g||² = ||g||² - (2 alpha - alpha²) ||Pᵀ g||²` and the whole update takes one
+/// back-projection instead of two; larger `alpha` (where that difference cancels badly in f32)
+/// and Gaussian bases form `S` explicitly.
+#[derive(Clone, Debug)]
+pub struct Fira {
+    manager: SubspaceManager,
+    hyper: AdamHyper,
+    scale: f32,
+    gamma: f32,
+    scaling: ScaleGranularity,
+    weight_decay: f32,
+}
+
+/// Per-parameter [`Fira`] state: GaLore's plus the limiter's previous norm.
+pub type FiraState<const D: usize> = SubspaceState<D>;
+
+impl Fira {
+    /// The subspace manager in use.
+    pub fn manager(&self) -> &SubspaceManager {
+        &self.manager
+    }
+
+    fn step_matrix(&self, lr: f64, input: MatrixStep) -> MatrixUpdate {
+        let MatrixStep {
+            weights,
+            grad,
+            prepared,
+            limiter,
+        } = input;
+        let subspace = prepared.subspace;
+        let low = prepared.low_grad;
+        let moments = prepared.moments.update(low.clone(), &self.hyper);
+        let normalized = moments.direction(&self.hyper);
+        let step_size = self.hyper.hf_step_size(lr, moments.step);
+        let alpha = self.scale;
+        let axis = channel_axis(subspace.side, self.scaling);
+        let phi = norm_ratio(normalized.clone(), low.clone(), axis);
+
+        let update = if subspace.is_orthonormal() && alpha <= 0.5 {
+            let kept = 2.0 * alpha - alpha * alpha;
+            let residual_sq = squared_norms(grad.clone(), axis)
+                .sub(squared_norms(low.clone(), axis).mul_scalar(kept))
+                .clamp_min(0.0);
+            let norm = phi.clone().square().mul(residual_sq).sum().sqrt();
+            let (divisor, limited) = limit(norm, limiter, self.gamma);
+            let factor = phi.div(divisor.reshape([1, 1]));
+            // (G - alpha back(R)) factor + alpha back(N) = G factor + alpha back(N - R factor).
+            let low_update = normalized.sub(low.mul(factor.clone())).mul_scalar(alpha);
+            (
+                grad.mul(factor).add(subspace.project_back(low_update)),
+                limited,
+            )
+        } else {
+            let back = subspace.project_back(low).mul_scalar(alpha);
+            let residual = grad.sub(back).mul(phi);
+            let norm = residual.clone().square().sum().sqrt();
+            let (divisor, limited) = limit(norm, limiter, self.gamma);
+            let residual = residual.div(divisor.reshape([1, 1]));
+            let low_update = subspace.project_back(normalized.mul_scalar(alpha));
+            (low_update.add(residual), limited)
+        };
+        let (update, limited) = update;
+        MatrixUpdate {
+            weights: decay(
+                weights.sub(update.mul_scalar(step_size)),
+                lr,
+                self.weight_decay,
+            ),
+            moments,
+            limiter: Some(limited),
+        }
+    }
+}
+
+impl Optimizer for Fira {
+    type State<const D: usize> = FiraState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        subspace_step(
+            &self.manager,
+            tensor,
+            grad,
+            state,
+            |input| self.step_matrix(lr, input),
+            |w, g, m| hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m),
+        )
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}
