@@ -437,7 +437,8 @@ fn rotate(old: &Subspace, new: &Subspace, moments: Moments<2>) -> Moments<2> {
 }
 
 /// Adds `with_rank`, `with_update_proj_gap`, `with_proj_type`, `with_projection`,
-/// `with_moment_policy`, `with_oversample`, `with_power_iters` and `with_seed` to an optimizer
+/// `with_moment_policy`, `with_oversample`, `with_power_iters`, `with_density`, `with_dct_norm`,
+/// `with_dct_scoring`, `with_adaptive_gap` and `with_seed` to an optimizer
 /// config that holds a `subspace: SubspaceConfig` field, so users set the common projection
 /// options directly on `GaLoreConfig` and friends, as in the reference code.
 macro_rules! subspace_setters {
@@ -481,6 +482,16 @@ macro_rules! subspace_setters {
             /// Sets the density: each matrix's rank becomes `round(density * len)`.
             pub fn with_density(mut self, density: Option<f32>) -> Self {
                 self.subspace.density = density;
+                self
+            }
+            /// Sets the column norm that ranks DCT columns (L1 or L2).
+            pub fn with_dct_norm(mut self, norm: $crate::projection::DctNorm) -> Self {
+                self.subspace.dct_norm = norm;
+                self
+            }
+            /// Sets how DCT scores are computed (fast DCT on the host or a device matmul).
+            pub fn with_dct_scoring(mut self, scoring: $crate::projection::DctScoring) -> Self {
+                self.subspace.dct_scoring = scoring;
                 self
             }
             /// Turns on Q-GaLore's adaptive refresh gap.
