@@ -116,7 +116,9 @@ fn check<O: Optimizer>(fixture: &str, build: impl Fn(&Case) -> O) {
 
 #[test]
 fn fira_matches_the_reference_after_every_step() {
-    check(include_str!("fixtures/fira_parity.json"), |c| fira(c).init().unwrap());
+    check(include_str!("fixtures/fira_parity.json"), |c| {
+        fira(c).init().unwrap()
+    });
 }
 
 #[test]
@@ -143,7 +145,9 @@ fn wrong_hyperparameters_are_detected() {
     assert!(no_limiter > 10.0 * TOLERANCE, "limiter off: {no_limiter:e}");
     // Another selection (L2 scores, fewer columns) drifts from DCT-AdamW.
     let l2 = mismatch(include_str!("fixtures/dct_adamw_parity.json"), &|c| {
-        let config = dct_adamw(c).with_dct_norm(lowrank_optim::DctNorm::L2).with_rank(2);
+        let config = dct_adamw(c)
+            .with_dct_norm(lowrank_optim::DctNorm::L2)
+            .with_rank(2);
         last(run(&config.init().unwrap(), c, shape(c)))
     });
     assert!(l2 > 10.0 * TOLERANCE, "L2, rank 2: {l2:e}");
