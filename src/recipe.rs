@@ -1,25 +1,36 @@
 //! Optimizer recipes: a published setup (optimizer, hyperparameters, schedule) in a TOML file,
 //! turned into a routed `ModuleOptimizer`.
 //!
-//! Recipes live in `optimizers/*.toml`. Unknown keys and bad values are errors that name the
-//! file and the key, so a typo never silently falls back to a default.
+//! Recipes live in `optimizers/*.toml`. Unknown keys, keys another optimizer owns and bad
+//! values are errors that name the file and the key, so a typo never silently falls back to a
+//! default.
 //!
 //! ```toml
-//! optimizer = "galore"        # "adamw" or "galore"
+//! optimizer = "fira"          # adamw | galore | fira | frugal | apollo
 //! lr = 0.01
 //! warmup_fraction = 0.1       # optional schedule hints, used by the training example
 //! min_lr_fraction = 0.1
 //! grad_clip = 1.0
 //!
-//! [galore]                    # any GaLoreConfig field; omitted ones keep their defaults
+//! [fira]                      # the table named like `optimizer`; omitted keys keep defaults
 //! rank = 128
 //! proj_type = "std"           # std | reverse_std | left | right | full
-//! projection = "svd"          # svd | randomized
+//! projection = "svd"          # svd | randomized | dct | gaussian | random_orthogonal
+//!                             # | coordinates (| block for frugal)
 //! moment_policy = "keep"      # keep | reset | rotate
+//! gamma = 1.01                # Fira/APOLLO limiter
 //!
 //! [dense]                     # AdamW for the parameters the router keeps dense
 //! weight_decay = 0.0
 //! ```
+//!
+//! Keys of the optimizer table: the subspace keys `rank`, `update_proj_gap`, `proj_type`,
+//! `projection`, `moment_policy`, `oversample`, `power_iters`, `seed`, `dct_norm` (l1 | l2),
+//! `dct_scoring` (auto | fft | matmul), `adaptive_gap`, `adaptive_gap_threshold`,
+//! `adaptive_gap_window`; Adam's `beta_1`, `beta_2`, `epsilon`, `weight_decay`; and per
+//! optimizer: `scale` (galore, fira, apollo), `gamma` and `scaling` (channel | tensor; fira,
+//! apollo), `scale_front` and `limiter` (apollo), `rho`, `residual` (sign_sgd | sgd | none),
+//! `proj_lr_scale` and `inactive_lr_scale` (frugal).
 
 use std::path::Path;
 
@@ -27,98 +38,202 @@ use burn::module::Module;
 use burn::optim::{AdamW, AdamWConfig, ModuleOptimizer};
 use serde::Deserialize;
 
+use crate::apollo::ApolloConfig;
 use crate::error::{Error, Result};
+use crate::fira::FiraConfig;
+use crate::frugal::{FrugalConfig, Residual};
 use crate::galore::GaLoreConfig;
-use crate::groups::Router;
+use crate::groups::{ParamInfo, Router};
 use crate::memory::MemoryReport;
-use crate::projection::{MomentPolicy, ProjType, ProjectionMethod};
+use crate::projection::{
+    DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod, SubspaceConfig,
+};
+use crate::scaling::ScaleGranularity;
 
 /// Which optimizer a recipe builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
-    /// Burn's AdamW on every parameter (the full-rank baseline).
+    /// Burn's AdamW on every parameter.
     Adamw,
-    /// GaLore on the routed matrices, AdamW on the rest.
+    /// [`GaLore`](crate::GaLore) on routed matrices, AdamW on the rest.
     Galore,
+    /// [`Fira`](crate::Fira) on routed matrices, AdamW on the rest.
+    Fira,
+    /// [`Frugal`](crate::Frugal) on routed matrices, AdamW on the rest.
+    Frugal,
+    /// [`Apollo`](crate::Apollo) on routed matrices, AdamW on the rest.
+    Apollo,
 }
 
-/// The `[galore]` table: every field optional, defaulting to [`GaLoreConfig::new`].
+impl OptimizerKind {
+    /// The name of the recipe table holding this optimizer's keys.
+    pub fn table(self) -> &'static str {
+        match self {
+            OptimizerKind::Adamw => "dense",
+            OptimizerKind::Galore => "galore",
+            OptimizerKind::Fira => "fira",
+            OptimizerKind::Frugal => "frugal",
+            OptimizerKind::Apollo => "apollo",
+        }
+    }
+
+    /// The keys its table may hold beyond the shared subspace and Adam keys.
+    fn own_keys(self) -> &'static [&'static str] {
+        match self {
+            OptimizerKind::Adamw => &[],
+            OptimizerKind::Galore => &["scale"],
+            OptimizerKind::Fira => &["scale", "gamma", "scaling"],
+            OptimizerKind::Frugal => &["rho", "residual", "proj_lr_scale", "inactive_lr_scale"],
+            OptimizerKind::Apollo => &["scale", "gamma", "scaling", "scale_front", "limiter"],
+        }
+    }
+}
+
+/// Every key an optimizer table may hold; [`OptimizerKind`] decides which apply.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GaLoreSection {
-    /// See [`SubspaceConfig::rank`](crate::SubspaceConfig::rank).
+#[allow(missing_docs)]
+pub struct OptimizerSection {
     pub rank: Option<usize>,
-    /// See [`SubspaceConfig::update_proj_gap`](crate::SubspaceConfig::update_proj_gap).
     pub update_proj_gap: Option<usize>,
-    /// See [`GaLoreConfig::scale`].
-    pub scale: Option<f32>,
-    /// `std`, `reverse_std`, `left`, `right` or `full`.
-    pub proj_type: Option<ProjTypeName>,
-    /// `svd` or `randomized`.
-    pub projection: Option<ProjectionName>,
-    /// `keep`, `reset` or `rotate`.
-    pub moment_policy: Option<MomentPolicyName>,
-    /// See [`SubspaceConfig::oversample`](crate::SubspaceConfig::oversample).
+    pub proj_type: Option<String>,
+    pub projection: Option<String>,
+    pub moment_policy: Option<String>,
     pub oversample: Option<usize>,
-    /// See [`SubspaceConfig::power_iters`](crate::SubspaceConfig::power_iters).
     pub power_iters: Option<usize>,
-    /// See [`SubspaceConfig::seed`](crate::SubspaceConfig::seed).
     pub seed: Option<u64>,
-    /// See [`GaLoreConfig::beta_1`].
+    pub dct_norm: Option<String>,
+    pub dct_scoring: Option<String>,
+    pub adaptive_gap: Option<bool>,
+    pub adaptive_gap_threshold: Option<f32>,
+    pub adaptive_gap_window: Option<usize>,
     pub beta_1: Option<f32>,
-    /// See [`GaLoreConfig::beta_2`].
     pub beta_2: Option<f32>,
-    /// See [`GaLoreConfig::epsilon`].
     pub epsilon: Option<f32>,
-    /// See [`GaLoreConfig::weight_decay`].
     pub weight_decay: Option<f32>,
+    pub scale: Option<f32>,
+    pub gamma: Option<f32>,
+    pub scaling: Option<String>,
+    pub scale_front: Option<bool>,
+    pub limiter: Option<bool>,
+    pub rho: Option<f32>,
+    pub residual: Option<String>,
+    pub proj_lr_scale: Option<f32>,
+    pub inactive_lr_scale: Option<f32>,
 }
 
-/// The `[dense]` table: AdamW for the parameters that are not projected (every field optional,
-/// defaulting to Burn's `AdamWConfig::new()`).
+/// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
 pub struct DenseSection {
-    /// AdamW's `beta_1`.
     pub beta_1: Option<f32>,
-    /// AdamW's `beta_2`.
     pub beta_2: Option<f32>,
-    /// AdamW's `epsilon`.
     pub epsilon: Option<f32>,
-    /// AdamW's decoupled weight decay.
     pub weight_decay: Option<f32>,
 }
 
-/// Recipe spelling of [`ProjType`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum ProjTypeName {
-    Std,
-    ReverseStd,
-    Left,
-    Right,
-    Full,
+/// `value` looked up in `options`, or a typed error naming `field` and listing the choices.
+fn choose<T: Copy>(
+    field: &'static str,
+    value: &str,
+    options: &[(&str, T)],
+    expected: &'static str,
+) -> Result<T> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| Error::InvalidConfig {
+            field,
+            value: format!("\"{value}\""),
+            expected,
+        })
 }
 
-/// Recipe spelling of [`ProjectionMethod`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum ProjectionName {
-    Svd,
-    Randomized,
+/// Overwrites `$dst` with `$src` when the recipe sets it.
+macro_rules! set {
+    ($dst:expr, $src:expr) => {
+        if let Some(v) = $src {
+            $dst = v;
+        }
+    };
 }
 
-/// Recipe spelling of [`MomentPolicy`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum MomentPolicyName {
-    Keep,
-    Reset,
-    Rotate,
+impl OptimizerSection {
+    /// Applies the subspace keys to `c`.
+    fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
+        use ProjectionMethod as P;
+        set!(c.rank, self.rank);
+        set!(c.update_proj_gap, self.update_proj_gap);
+        if let Some(v) = &self.proj_type {
+            let options = [
+                ("std", ProjType::Std),
+                ("reverse_std", ProjType::ReverseStd),
+                ("left", ProjType::Left),
+                ("right", ProjType::Right),
+                ("full", ProjType::Full),
+            ];
+            let expected = "one of std, reverse_std, left, right, full";
+            c.proj_type = choose("proj_type", v, &options, expected)?;
+        }
+        if let Some(v) = self.projection.as_deref().filter(|v| *v != "block") {
+            let options = [
+                ("svd", P::Svd),
+                ("randomized", P::Randomized),
+                ("dct", P::Dct),
+                ("gaussian", P::Gaussian),
+                ("random_orthogonal", P::RandomOrthogonal),
+                ("coordinates", P::Coordinates),
+            ];
+            let expected = "one of svd, randomized, dct, gaussian, random_orthogonal, \
+                            coordinates (and block for frugal)";
+            c.projection = choose("projection", v, &options, expected)?;
+        }
+        if let Some(v) = &self.moment_policy {
+            let options = [
+                ("keep", MomentPolicy::Keep),
+                ("reset", MomentPolicy::Reset),
+                ("rotate", MomentPolicy::Rotate),
+            ];
+            let expected = "one of keep, reset, rotate";
+            c.moment_policy = choose("moment_policy", v, &options, expected)?;
+        }
+        if let Some(v) = &self.dct_norm {
+            let options = [("l1", DctNorm::L1), ("l2", DctNorm::L2)];
+            c.dct_norm = choose("dct_norm", v, &options, "one of l1, l2")?;
+        }
+        if let Some(v) = &self.dct_scoring {
+            let options = [
+                ("auto", DctScoring::Auto),
+                ("fft", DctScoring::Fft),
+                ("matmul", DctScoring::Matmul),
+            ];
+            c.dct_scoring = choose("dct_scoring", v, &options, "one of auto, fft, matmul")?;
+        }
+        set!(c.oversample, self.oversample);
+        set!(c.power_iters, self.power_iters);
+        set!(c.seed, self.seed);
+        set!(c.adaptive_gap, self.adaptive_gap);
+        set!(c.adaptive_gap_threshold, self.adaptive_gap_threshold);
+        set!(c.adaptive_gap_window, self.adaptive_gap_window);
+        Ok(())
+    }
+
+    fn scaling(&self) -> Result<Option<ScaleGranularity>> {
+        let options = [
+            ("channel", ScaleGranularity::Channel),
+            ("column", ScaleGranularity::Channel),
+            ("tensor", ScaleGranularity::Tensor),
+            ("matrix", ScaleGranularity::Tensor),
+        ];
+        let expected = "one of channel (column), tensor (matrix)";
+        self.scaling
+            .as_deref()
+            .map(|v| choose("scaling", v, &options, expected))
+            .transpose()
+    }
 }
 
 /// A parsed optimizer recipe.
@@ -129,6 +244,10 @@ pub enum MomentPolicyName {
 /// let recipe = Recipe::from_toml_str("galore", "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 64")?;
 /// assert_eq!(recipe.optimizer, OptimizerKind::Galore);
 /// assert_eq!(recipe.galore_config()?.subspace.rank, 64);
+/// let fira = Recipe::from_toml_str("fira", "optimizer = 'fira'\nlr = 0.01\n[fira]\ngamma = 1.01")?;
+/// assert_eq!(fira.fira_config()?.gamma, 1.01);
+/// // A key of another optimizer is named in the error.
+/// assert!(Recipe::from_toml_str("mix", "optimizer = 'galore'\nlr = 0.01\n[galore]\ngamma = 1.0").is_err());
 /// assert!(Recipe::from_toml_str("typo", "optimizer = 'galore'\nlr = 0.01\nrnak = 3").is_err());
 /// # Ok::<(), lowrank_optim::Error>(())
 /// ```
@@ -148,9 +267,18 @@ pub struct Recipe {
     pub min_lr_fraction: Option<f64>,
     /// Gradient-norm clipping threshold.
     pub grad_clip: Option<f64>,
-    /// GaLore hyperparameters (for `optimizer = "galore"`).
+    /// GaLore keys (for `optimizer = "galore"`).
     #[serde(default)]
-    pub galore: Option<GaLoreSection>,
+    pub galore: Option<OptimizerSection>,
+    /// Fira keys (for `optimizer = "fira"`).
+    #[serde(default)]
+    pub fira: Option<OptimizerSection>,
+    /// FRUGAL keys (for `optimizer = "frugal"`).
+    #[serde(default)]
+    pub frugal: Option<OptimizerSection>,
+    /// APOLLO keys (for `optimizer = "apollo"`).
+    #[serde(default)]
+    pub apollo: Option<OptimizerSection>,
     /// AdamW hyperparameters for the dense parameters.
     #[serde(default)]
     pub dense: DenseSection,
@@ -183,18 +311,44 @@ impl Recipe {
     }
 
     fn parse(source: &str, text: &str) -> Result<Self> {
-        let recipe: Recipe = toml::from_str(text).map_err(|e| Error::Recipe {
+        let recipe_error = |reason: String| Error::Recipe {
             file: source.to_string(),
-            reason: e.message().to_string(),
-        })?;
-        recipe.validate().map_err(|e| Error::Recipe {
-            file: source.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let recipe: Recipe =
+            toml::from_str(text).map_err(|e| recipe_error(e.message().to_string()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| recipe_error(e.message().to_string()))?;
+        recipe
+            .validate(&table)
+            .map_err(|e| recipe_error(e.to_string()))?;
         Ok(recipe)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// The optimizer table of this recipe, if it has one.
+    pub fn section(&self) -> Option<&OptimizerSection> {
+        match self.optimizer {
+            OptimizerKind::Adamw => None,
+            OptimizerKind::Galore => self.galore.as_ref(),
+            OptimizerKind::Fira => self.fira.as_ref(),
+            OptimizerKind::Frugal => self.frugal.as_ref(),
+            OptimizerKind::Apollo => self.apollo.as_ref(),
+        }
+    }
+
+    /// The optimizer table, for changing it (created empty if absent; `None` for AdamW).
+    pub fn section_mut(&mut self) -> Option<&mut OptimizerSection> {
+        let slot = match self.optimizer {
+            OptimizerKind::Adamw => return None,
+            OptimizerKind::Galore => &mut self.galore,
+            OptimizerKind::Fira => &mut self.fira,
+            OptimizerKind::Frugal => &mut self.frugal,
+            OptimizerKind::Apollo => &mut self.apollo,
+        };
+        Some(slot.get_or_insert_with(Default::default))
+    }
+
+    fn validate(&self, table: &toml::Table) -> Result<()> {
         use crate::error::check;
         check::positive("lr", self.lr)?;
         if let Some(w) = self.warmup_fraction {
@@ -216,15 +370,69 @@ impl Recipe {
         ] {
             value.map_or(Ok(()), |v| check::non_negative(field, v as f64))?;
         }
+        self.check_tables(table)?;
         match self.optimizer {
-            OptimizerKind::Galore => self.galore_config()?.validate(),
-            OptimizerKind::Adamw if self.galore.is_some() => Err(Error::InvalidConfig {
-                field: "galore",
-                value: "a [galore] table".into(),
-                expected: "only with optimizer = \"galore\"",
-            }),
             OptimizerKind::Adamw => Ok(()),
+            OptimizerKind::Galore => self.galore_config().map(drop),
+            OptimizerKind::Fira => self.fira_config().map(drop),
+            OptimizerKind::Frugal => self.frugal_config().map(drop),
+            OptimizerKind::Apollo => self.apollo_config().map(drop),
         }
+    }
+
+    /// Only the table of the chosen optimizer may appear, holding only keys that apply to it.
+    fn check_tables(&self, table: &toml::Table) -> Result<()> {
+        const ALL: [OptimizerKind; 4] = [
+            OptimizerKind::Galore,
+            OptimizerKind::Fira,
+            OptimizerKind::Frugal,
+            OptimizerKind::Apollo,
+        ];
+        const OWN_KEYS: [&str; 9] = [
+            "scale",
+            "gamma",
+            "scaling",
+            "scale_front",
+            "limiter",
+            "rho",
+            "residual",
+            "proj_lr_scale",
+            "inactive_lr_scale",
+        ];
+        for kind in ALL {
+            let Some(section) = table.get(kind.table()).and_then(|t| t.as_table()) else {
+                continue;
+            };
+            if kind != self.optimizer {
+                return Err(Error::InvalidConfig {
+                    field: kind.table(),
+                    value: format!("a [{}] table", kind.table()),
+                    expected: "only the table named like `optimizer`",
+                });
+            }
+            for key in section.keys() {
+                let foreign = OWN_KEYS
+                    .iter()
+                    .find(|k| **k == key.as_str() && !kind.own_keys().contains(k));
+                if let Some(field) = foreign {
+                    return Err(Error::InvalidConfig {
+                        field,
+                        value: format!("set in [{}]", kind.table()),
+                        expected: "a key of another optimizer (see the recipe module docs)",
+                    });
+                }
+            }
+        }
+        if let Some(projection) = self.section().and_then(|s| s.projection.as_deref()) {
+            if projection == "block" && self.optimizer != OptimizerKind::Frugal {
+                return Err(Error::InvalidConfig {
+                    field: "projection",
+                    value: "\"block\"".into(),
+                    expected: "block mode only with optimizer = \"frugal\"",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The AdamW config of the dense parameters.
@@ -246,62 +454,92 @@ impl Recipe {
         c
     }
 
+    fn table_of(&self, kind: OptimizerKind) -> OptimizerSection {
+        let section = match kind {
+            OptimizerKind::Galore => &self.galore,
+            OptimizerKind::Fira => &self.fira,
+            OptimizerKind::Frugal => &self.frugal,
+            OptimizerKind::Apollo => &self.apollo,
+            OptimizerKind::Adamw => &None,
+        };
+        section.clone().unwrap_or_default()
+    }
+
     /// The GaLore config (defaults overridden by the `[galore]` table), validated.
     pub fn galore_config(&self) -> Result<GaLoreConfig> {
-        let s = self.galore.clone().unwrap_or_default();
+        let s = self.table_of(OptimizerKind::Galore);
         let mut c = GaLoreConfig::new();
-        if let Some(v) = s.rank {
-            c.subspace.rank = v;
+        s.apply_subspace(&mut c.subspace)?;
+        set!(c.scale, s.scale);
+        set!(c.beta_1, s.beta_1);
+        set!(c.beta_2, s.beta_2);
+        set!(c.epsilon, s.epsilon);
+        set!(c.weight_decay, s.weight_decay);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The Fira config (defaults overridden by the `[fira]` table), validated.
+    pub fn fira_config(&self) -> Result<FiraConfig> {
+        let s = self.table_of(OptimizerKind::Fira);
+        let mut c = FiraConfig::new();
+        s.apply_subspace(&mut c.subspace)?;
+        set!(c.scale, s.scale);
+        set!(c.gamma, s.gamma);
+        set!(c.scaling, s.scaling()?);
+        set!(c.beta_1, s.beta_1);
+        set!(c.beta_2, s.beta_2);
+        set!(c.epsilon, s.epsilon);
+        set!(c.weight_decay, s.weight_decay);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The FRUGAL config (defaults overridden by the `[frugal]` table), validated. A `rank`
+    /// without `rho` fixes the rank of every matrix instead of the density.
+    pub fn frugal_config(&self) -> Result<FrugalConfig> {
+        let s = self.table_of(OptimizerKind::Frugal);
+        let mut c = FrugalConfig::new();
+        s.apply_subspace(&mut c.subspace)?;
+        if s.rank.is_some() {
+            c.subspace.density = None;
         }
-        if let Some(v) = s.update_proj_gap {
-            c.subspace.update_proj_gap = v;
+        if let Some(rho) = s.rho {
+            c.subspace.density = Some(rho);
         }
-        if let Some(v) = s.proj_type {
-            c.subspace.proj_type = match v {
-                ProjTypeName::Std => ProjType::Std,
-                ProjTypeName::ReverseStd => ProjType::ReverseStd,
-                ProjTypeName::Left => ProjType::Left,
-                ProjTypeName::Right => ProjType::Right,
-                ProjTypeName::Full => ProjType::Full,
-            };
+        c.block = s.projection.as_deref() == Some("block");
+        if let Some(v) = &s.residual {
+            let options = [
+                ("sign_sgd", Residual::SignSgd),
+                ("sgd", Residual::Sgd),
+                ("none", Residual::None),
+            ];
+            c.residual = choose("residual", v, &options, "one of sign_sgd, sgd, none")?;
         }
-        if let Some(v) = s.projection {
-            c.subspace.projection = match v {
-                ProjectionName::Svd => ProjectionMethod::Svd,
-                ProjectionName::Randomized => ProjectionMethod::Randomized,
-            };
-        }
-        if let Some(v) = s.moment_policy {
-            c.subspace.moment_policy = match v {
-                MomentPolicyName::Keep => MomentPolicy::Keep,
-                MomentPolicyName::Reset => MomentPolicy::Reset,
-                MomentPolicyName::Rotate => MomentPolicy::Rotate,
-            };
-        }
-        if let Some(v) = s.oversample {
-            c.subspace.oversample = v;
-        }
-        if let Some(v) = s.power_iters {
-            c.subspace.power_iters = v;
-        }
-        if let Some(v) = s.seed {
-            c.subspace.seed = v;
-        }
-        if let Some(v) = s.scale {
-            c.scale = v;
-        }
-        if let Some(v) = s.beta_1 {
-            c.beta_1 = v;
-        }
-        if let Some(v) = s.beta_2 {
-            c.beta_2 = v;
-        }
-        if let Some(v) = s.epsilon {
-            c.epsilon = v;
-        }
-        if let Some(v) = s.weight_decay {
-            c.weight_decay = v;
-        }
+        set!(c.proj_lr_scale, s.proj_lr_scale);
+        set!(c.inactive_lr_scale, s.inactive_lr_scale);
+        set!(c.beta_1, s.beta_1);
+        set!(c.beta_2, s.beta_2);
+        set!(c.epsilon, s.epsilon);
+        set!(c.weight_decay, s.weight_decay);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The APOLLO config (defaults overridden by the `[apollo]` table), validated.
+    pub fn apollo_config(&self) -> Result<ApolloConfig> {
+        let s = self.table_of(OptimizerKind::Apollo);
+        let mut c = ApolloConfig::new();
+        s.apply_subspace(&mut c.subspace)?;
+        set!(c.scale, s.scale);
+        set!(c.gamma, s.gamma);
+        set!(c.scaling, s.scaling()?);
+        set!(c.scale_front, s.scale_front);
+        set!(c.limiter, s.limiter);
+        set!(c.beta_1, s.beta_1);
+        set!(c.beta_2, s.beta_2);
+        set!(c.epsilon, s.epsilon);
+        set!(c.weight_decay, s.weight_decay);
         c.validate()?;
         Ok(c)
     }
@@ -310,31 +548,67 @@ impl Recipe {
         self.adamw_config().build()
     }
 
-    /// The optimizer for `module`: the recipe's optimizer on what `router` routes, AdamW on the rest.
-    pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
-        Ok(match self.optimizer {
-            OptimizerKind::Adamw => ModuleOptimizer::from(self.dense()),
-            OptimizerKind::Galore => {
-                router.build(module, self.galore_config()?.init()?, self.dense())
+    /// Rejects a rank above `min(m, n)` of a routed matrix (the optimizers themselves clamp
+    /// it): in a recipe it is a mistake worth naming.
+    fn check_rank<M: Module>(&self, module: &M, router: &Router) -> Result<()> {
+        let Some(rank) = self.section().and_then(|s| s.rank) else {
+            return Ok(());
+        };
+        if self.section().and_then(|s| s.rho).is_some() {
+            return Ok(());
+        }
+        for p in ParamInfo::collect(module) {
+            if !router.is_projected(&p) || p.shape.len() != 2 {
+                continue;
             }
+            let smaller = p.shape[0].min(p.shape[1]);
+            if rank > smaller {
+                return Err(Error::InvalidConfig {
+                    field: "rank",
+                    value: format!(
+                        "{rank} (the {:?} matrix {} has min(m, n) = {smaller})",
+                        p.shape, p.path
+                    ),
+                    expected: "at most the smaller side of every projected matrix",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The optimizer for `module`: the recipe's optimizer on what `router` routes, AdamW on
+    /// the rest. A `rank` larger than a routed matrix is an error naming the matrix.
+    pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
+        self.check_rank(module, router)?;
+        let dense = self.dense();
+        Ok(match self.optimizer {
+            OptimizerKind::Adamw => ModuleOptimizer::from(dense),
+            OptimizerKind::Galore => router.build(module, self.galore_config()?.init()?, dense),
+            OptimizerKind::Fira => router.build(module, self.fira_config()?.init()?, dense),
+            OptimizerKind::Frugal => router.build(module, self.frugal_config()?.init()?, dense),
+            OptimizerKind::Apollo => router.build(module, self.apollo_config()?.init()?, dense),
         })
     }
 
     /// The optimizer-state memory [`build`](Self::build) will hold for `module`, from shapes only.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
+        let dense = self.dense();
         Ok(match self.optimizer {
-            OptimizerKind::Adamw => MemoryReport::estimate(
-                module,
-                &Router::from_predicate(|_| false),
-                &self.dense(),
-                &self.dense(),
-            ),
-            OptimizerKind::Galore => MemoryReport::estimate(
-                module,
-                router,
-                &self.galore_config()?.init()?,
-                &self.dense(),
-            ),
+            OptimizerKind::Adamw => {
+                MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense)
+            }
+            OptimizerKind::Galore => {
+                MemoryReport::estimate(module, router, &self.galore_config()?.init()?, &dense)
+            }
+            OptimizerKind::Fira => {
+                MemoryReport::estimate(module, router, &self.fira_config()?.init()?, &dense)
+            }
+            OptimizerKind::Frugal => {
+                MemoryReport::estimate(module, router, &self.frugal_config()?.init()?, &dense)
+            }
+            OptimizerKind::Apollo => {
+                MemoryReport::estimate(module, router, &self.apollo_config()?.init()?, &dense)
+            }
         })
     }
 }

@@ -43,6 +43,57 @@ fn each_invalid_field_is_named() {
     );
 }
 
+/// The field named by a config's `init` error.
+fn named<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
+    match result {
+        Err(Error::InvalidConfig { field, .. }) => field,
+        other => panic!("expected an invalid-config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_fields_of_the_other_optimizers_are_named() {
+    use lowrank_optim::{ApolloConfig, FiraConfig, FrugalConfig};
+    assert_eq!(named(FrugalConfig::new().with_rho(0.0).init()), "rho");
+    assert_eq!(named(FrugalConfig::new().with_rho(1.5).init()), "rho");
+    assert_eq!(named(FrugalConfig::new().with_rho(f32::NAN).init()), "rho");
+    assert_eq!(
+        named(
+            FrugalConfig::new()
+                .with_density(None)
+                .with_block(true)
+                .init()
+        ),
+        "rho"
+    );
+    assert_eq!(
+        named(FrugalConfig::new().with_proj_lr_scale(0.0).init()),
+        "proj_lr_scale"
+    );
+    assert_eq!(
+        named(FrugalConfig::new().with_inactive_lr_scale(-1.0).init()),
+        "inactive_lr_scale"
+    );
+    assert_eq!(named(FiraConfig::new().with_gamma(0.99).init()), "gamma");
+    assert_eq!(
+        named(FiraConfig::new().with_gamma(f32::INFINITY).init()),
+        "gamma"
+    );
+    assert_eq!(named(FiraConfig::new().with_rank(0).init()), "rank");
+    assert_eq!(named(ApolloConfig::new().with_gamma(0.5).init()), "gamma");
+    assert_eq!(named(ApolloConfig::new().with_scale(0.0).init()), "scale");
+    let mut gap = GaLoreConfig::new().with_adaptive_gap(true);
+    gap.subspace.adaptive_gap_window = 0;
+    assert_eq!(named(gap.init()), "adaptive_gap_window");
+    let mut gap = GaLoreConfig::new().with_adaptive_gap(true);
+    gap.subspace.adaptive_gap_threshold = 1.5;
+    assert_eq!(named(gap.init()), "adaptive_gap_threshold");
+    assert_eq!(
+        named(GaLoreConfig::new().with_density(Some(2.0)).init()),
+        "density"
+    );
+}
+
 #[test]
 fn an_invalid_routing_pattern_is_an_error() {
     match Router::from_regex("attention.(wq") {

@@ -4,7 +4,7 @@ mod common;
 
 use burn::nn::{Linear, LinearConfig};
 use lowrank_optim::recipe::{OptimizerKind, Recipe};
-use lowrank_optim::{Error, MomentPolicy, ProjectionMethod, Router};
+use lowrank_optim::{Error, MomentPolicy, ProjectionMethod, Residual, Router, ScaleGranularity};
 
 fn reason(result: Result<Recipe, Error>) -> String {
     match result {
@@ -29,11 +29,78 @@ fn bundled_recipes_load_with_the_published_hyperparameters() {
     let adamw = Recipe::load("optimizers/adamw.toml").unwrap();
     assert_eq!(adamw.optimizer, OptimizerKind::Adamw);
     assert_eq!(adamw.lr, 0.001);
+
+    let fira = Recipe::load("optimizers/fira.toml")
+        .unwrap()
+        .fira_config()
+        .unwrap();
+    assert_eq!(
+        (fira.subspace.rank, fira.scale, fira.gamma),
+        (128, 0.25, 1.01)
+    );
+    assert_eq!(fira.scaling, ScaleGranularity::Channel);
+
+    let frugal = Recipe::load("optimizers/frugal.toml")
+        .unwrap()
+        .frugal_config()
+        .unwrap();
+    assert_eq!(frugal.subspace.density, Some(0.25));
+    assert!(frugal.block);
+    assert_eq!(frugal.residual, Residual::SignSgd);
+    assert_eq!(frugal.subspace.moment_policy, MomentPolicy::Reset);
+    assert_eq!(frugal.epsilon, 1e-8);
+
+    let dct = Recipe::load("optimizers/dct-adamw.toml")
+        .unwrap()
+        .frugal_config()
+        .unwrap();
+    assert_eq!((dct.subspace.density, dct.subspace.rank), (None, 128));
+    assert_eq!(dct.subspace.projection, ProjectionMethod::Dct);
+    assert_eq!(
+        (dct.residual, dct.subspace.update_proj_gap),
+        (Residual::None, 1)
+    );
+    assert_eq!(dct.subspace.moment_policy, MomentPolicy::Keep);
+
+    let galore_dct = Recipe::load("optimizers/galore-dct.toml").unwrap();
+    let galore_dct = galore_dct.galore_config().unwrap();
+    assert_eq!(galore_dct.subspace.projection, ProjectionMethod::Dct);
+    assert_eq!(galore_dct.scale, 0.25);
+
+    let apollo = Recipe::load("optimizers/apollo.toml")
+        .unwrap()
+        .apollo_config()
+        .unwrap();
+    assert_eq!((apollo.subspace.rank, apollo.scale), (256, 1.0));
+    assert_eq!(apollo.subspace.projection, ProjectionMethod::Gaussian);
+    let mini = Recipe::load("optimizers/apollo-mini.toml")
+        .unwrap()
+        .apollo_config()
+        .unwrap();
+    assert_eq!((mini.subspace.rank, mini.scale), (1, 128.0));
+    assert_eq!(mini.scaling, ScaleGranularity::Tensor);
+}
+
+#[test]
+fn a_rank_above_a_routed_matrix_is_a_typed_error_at_build_time() {
+    let model: Linear = LinearConfig::new(32, 48).init(&common::device());
+    let recipe = Recipe::load("optimizers/galore.toml").unwrap();
+    match recipe.build(&model, &Router::llama()) {
+        Err(Error::InvalidConfig { field, value, .. }) => {
+            assert_eq!(field, "rank");
+            assert!(value.contains("min(m, n) = 32"), "{value}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // FRUGAL's density never exceeds a matrix.
+    let frugal = Recipe::load("optimizers/frugal.toml").unwrap();
+    assert!(frugal.build(&model, &Router::llama()).is_ok());
 }
 
 #[test]
 fn every_bundled_recipe_builds_an_optimizer_and_a_memory_estimate() {
-    let model: Linear = LinearConfig::new(32, 48).init(&common::device());
+    // Large enough for every published rank (APOLLO's 256).
+    let model: Linear = LinearConfig::new(256, 300).init(&common::device());
     let mut count = 0;
     for entry in std::fs::read_dir("optimizers").unwrap() {
         let path = entry.unwrap().path();
@@ -92,6 +159,50 @@ fn bad_values_are_rejected_by_name() {
             "warmup_fraction",
         ),
         ("lr = 0.01", "optimizer"),
+        (
+            "optimizer = 'frugal'\nlr = 0.01\n[frugal]\nrho = 1.5",
+            "rho",
+        ),
+        (
+            "optimizer = 'frugal'\nlr = 0.01\n[frugal]\nrho = 0.0",
+            "rho",
+        ),
+        (
+            "optimizer = 'fira'\nlr = 0.01\n[fira]\ngamma = 0.9",
+            "gamma",
+        ),
+        (
+            "optimizer = 'fira'\nlr = 0.01\n[fira]\nprojection = 'qr'",
+            "projection",
+        ),
+        (
+            "optimizer = 'fira'\nlr = 0.01\n[fira]\nscaling = 'row'",
+            "scaling",
+        ),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\ngamma = 1.01",
+            "gamma",
+        ),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\nprojection = 'block'",
+            "block",
+        ),
+        (
+            "optimizer = 'apollo'\nlr = 0.01\n[apollo]\nrho = 0.5",
+            "rho",
+        ),
+        (
+            "optimizer = 'fira'\nlr = 0.01\n[galore]\nrank = 4",
+            "galore",
+        ),
+        (
+            "optimizer = 'frugal'\nlr = 0.01\n[frugal]\nresidual = 'adam'",
+            "residual",
+        ),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\ndct_norm = 'l3'",
+            "dct_norm",
+        ),
     ];
     for (text, needle) in cases {
         let why = reason(Recipe::from_toml_str("r", text));

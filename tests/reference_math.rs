@@ -117,7 +117,7 @@ fn channel_norms(x: &Dense, side: Side, per_channel: bool) -> Box<dyn Fn(usize, 
 }
 
 /// Runs `STEPS` steps of `optim` from `w0` with `grads`; returns the weights and the last state.
-fn run<O: Optimizer>(optim: &O, w0: &Dense, grads: &[Dense]) -> (Dense, SubspaceState<2>)
+fn run<O>(optim: &O, w0: &Dense, grads: &[Dense]) -> (Dense, SubspaceState<2>)
 where
     O: Optimizer<State<2> = SubspaceState<2>>,
 {

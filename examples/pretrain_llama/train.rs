@@ -86,11 +86,17 @@ fn dims_array(d: &LlamaDims) -> [usize; 6] {
     [d.vocab, d.d_model, d.layers, d.heads, d.ffn, d.max_seq]
 }
 
-/// The recipe as this run uses it: the settings' rank for projected optimizers.
+/// The recipe as this run uses it: the settings' rank (published ranks are for 60M+ models)
+/// for every optimizer with a fixed rank; rank-1 recipes (APOLLO-Mini) and FRUGAL's density
+/// keep their own.
 pub fn recipe_for_run(recipe: &Recipe, rank: usize) -> Recipe {
     let mut recipe = recipe.clone();
-    if recipe.optimizer == OptimizerKind::Galore {
-        recipe.galore.get_or_insert_with(Default::default).rank = Some(rank);
+    let frugal = recipe.optimizer == OptimizerKind::Frugal;
+    if let Some(section) = recipe.section_mut() {
+        let by_density = frugal && (section.rank.is_none() || section.rho.is_some());
+        if section.rank != Some(1) && !by_density {
+            section.rank = Some(rank);
+        }
     }
     recipe
 }
