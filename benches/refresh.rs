@@ -1,14 +1,18 @@
-//! Subspace refresh at 2736x1024, r = 256: exact SVD (host, faer) against randomized SVD
-//! (sketch matmuls on the device, small QR/SVD on the host), on a gradient-like matrix with
-//! singular values ~ 1/i. Prints the fraction of the exact top-r energy `||G P||²` each
-//! randomized variant captures. Run: `cargo bench --bench refresh`.
+//! Subspace refresh at the 350M and 1B MLP shapes (2736x1024, r = 256; 5461x2048, r = 512):
+//! exact SVD (host, faer) against randomized SVD (sketch matmuls on the device, small QR/SVD on
+//! the host) and the SVD-free DCT selection (fast DCT of every row on the host, L1 column
+//! scores, top-r), on a gradient-like matrix with singular values ~ 1/i. Prints the fraction of
+//! the exact top-r energy `||G P||²` each variant captures. Run: `cargo bench --bench refresh`.
 
 mod common;
 
 use burn::tensor::{Device, Tensor};
 use common::gradient_like;
 use criterion::{criterion_group, criterion_main, Criterion};
-use lowrank_optim::projection::{exact_svd_basis, randomized_svd_basis, HostMatrix};
+use lowrank_optim::projection::{
+    exact_svd_basis, randomized_svd_basis, select_dct_columns, Basis, DctNorm, DctScoring,
+    HostMatrix,
+};
 
 fn host(t: &Tensor<2>) -> HostMatrix {
     let [m, n] = t.dims();
@@ -30,37 +34,44 @@ fn energy(g: &HostMatrix, p: &HostMatrix) -> f64 {
 
 fn bench_refresh(c: &mut Criterion) {
     let device = Device::default();
-    let (m, n, r) = (2736, 1024, 256);
-    let g = gradient_like(m, n, &device);
-    let g_host = host(&g);
-
-    let exact = exact_svd_basis(g_host.as_ref(), r, false, true)
-        .unwrap()
-        .1
-        .unwrap();
-    let exact_energy = energy(&g_host, &exact);
-    for q in [1, 2] {
-        let p = randomized_svd_basis(&g, r, 8, q, 7, false, true)
+    for (m, n, r) in [(2736, 1024, 256), (5461, 2048, 512)] {
+        let g = gradient_like(m, n, &device);
+        let g_host = host(&g);
+        let exact = exact_svd_basis(g_host.as_ref(), r, false, true)
             .unwrap()
             .1
             .unwrap();
+        let exact_energy = energy(&g_host, &exact);
+        let randomized = randomized_svd_basis(&g, r, 8, 1, 7, false, true)
+            .unwrap()
+            .1
+            .unwrap();
+        let dct = Basis::Dct {
+            indices: select_dct_columns(&g, r, DctNorm::L1, DctScoring::Fft),
+            len: n,
+        };
         eprintln!(
-            "randomized (p = 8, q = {q}) captures {:.4}% of the exact top-{r} energy",
-            100.0 * energy(&g_host, &p) / exact_energy
+            "{m}x{n} r{r}: randomized (p = 8, q = 1) captures {:.2}%, DCT {:.2}% of the exact top-r energy",
+            100.0 * energy(&g_host, &randomized) / exact_energy,
+            100.0 * energy(&g_host, &host(&dct.matrix())) / exact_energy,
         );
-    }
 
-    let mut group = c.benchmark_group("refresh_2736x1024_r256");
-    group.sample_size(10);
-    group.bench_function("exact_svd", |b| {
-        b.iter(|| exact_svd_basis(host(&g).as_ref(), r, false, true).unwrap())
-    });
-    for q in [1, 2] {
-        group.bench_function(format!("randomized_q{q}"), |b| {
-            b.iter(|| randomized_svd_basis(&g, r, 8, q, 7, false, true).unwrap())
+        let mut group = c.benchmark_group(format!("refresh_{m}x{n}_r{r}"));
+        group.sample_size(10);
+        group.bench_function("exact_svd", |b| {
+            b.iter(|| exact_svd_basis(host(&g).as_ref(), r, false, true).unwrap())
         });
+        group.bench_function("randomized_q1", |b| {
+            b.iter(|| randomized_svd_basis(&g, r, 8, 1, 7, false, true).unwrap())
+        });
+        group.bench_function("dct_fft", |b| {
+            b.iter(|| select_dct_columns(&g, r, DctNorm::L1, DctScoring::Fft).into_data())
+        });
+        group.bench_function("dct_matmul", |b| {
+            b.iter(|| select_dct_columns(&g, r, DctNorm::L1, DctScoring::Matmul).into_data())
+        });
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench_refresh);

@@ -1,21 +1,70 @@
-//! One optimizer step on LLaMA-shaped matrices: Burn's AdamW, GaLore's projected step, and
-//! GaLore's floor (the two projection matmuls plus one elementwise pass over the matrix), all on
-//! the same backend (`BURN_DEVICE`, flex by default) in the same run.
+//! One optimizer step on LLaMA-shaped matrices for every optimizer, against Burn's AdamW and
+//! against each optimizer's own floor, all on the same backend (`BURN_DEVICE`, flex by
+//! default) in the same run.
 //!
-//! The GaLore step is timed between refreshes (gap 10^9, the basis is computed in warm-up), like
-//! `../shared/tools/peer_speed.py` times `galore-torch`. Run: `cargo bench --bench step`.
+//! Floors: the matmuls an optimizer cannot avoid plus one elementwise pass over the matrix:
+//! project and project back (GaLore, Fira, DCT-AdamW), project and two back-projections
+//! (FRUGAL with signSGD needs `back(R)` for its residual), project only (APOLLO: nothing is
+//! projected back). Subspace steps are timed between refreshes (gap 10^9, the basis is
+//! computed in warm-up), like `../shared/tools/peer_speed.py` times the PyTorch references;
+//! `dct-adamw/every-step` adds the published reselection on every step.
+//! Run: `cargo bench --bench step`.
 
 mod common;
 
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::{Device, Tensor};
 use common::{random, SHAPES};
-use criterion::{criterion_group, criterion_main, Criterion};
-use lowrank_optim::GaLoreConfig;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use lowrank_optim::{
+    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, ProjectionMethod, Residual,
+};
+
+const NEVER: usize = 1_000_000_000;
 
 fn sync(t: &Tensor<2>) {
     // Reading one value waits for the (possibly asynchronous) device to finish the step.
     let _ = t.clone().slice([0..1, 0..1]).into_data();
+}
+
+/// Times `optim.step` from a warmed-up state.
+fn time<O: Optimizer>(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: String,
+    optim: O,
+    w: &Tensor<2>,
+    g: &Tensor<2>,
+) {
+    let (_, mut state) = optim.step(1e-3, w.clone(), g.clone(), None);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let (w, s) = optim.step(1e-3, w.clone(), g.clone(), state.take());
+            state = s;
+            sync(&w);
+        })
+    });
+}
+
+/// `matmuls` projection-sized matmuls (`m x n` by `n x r`, or back) plus one elementwise pass.
+fn floor(
+    group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: String,
+    w: &Tensor<2>,
+    g: &Tensor<2>,
+    p: &Tensor<2>,
+    back_projections: usize,
+) {
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let low = g.clone().matmul(p.clone());
+            let mut update = g.clone();
+            for _ in 0..back_projections {
+                update = update.add(low.clone().matmul(p.clone().transpose()));
+            }
+            let w = w.clone().sub(update.mul_scalar(1e-3));
+            sync(&w);
+        })
+    });
 }
 
 fn bench_step(c: &mut Criterion) {
@@ -26,49 +75,78 @@ fn bench_step(c: &mut Criterion) {
         let id = format!("{m}x{n}_r{r}");
         let w = random(m, n, 0.02, &device);
         let g = random(m, n, 1.0, &device);
+        let p = random(n, r, 0.05, &device);
 
-        let adamw = AdamWConfig::new().build();
-        let (_, mut state) = adamw.step(1e-3, w.clone(), g.clone(), None);
-        group.bench_function(format!("adamw/{id}"), |b| {
-            b.iter(|| {
-                let (w, s) = adamw.step(1e-3, w.clone(), g.clone(), state.take());
-                state = s;
-                sync(&w);
-            })
-        });
-
-        let galore = GaLoreConfig::new()
+        time(
+            &mut group,
+            format!("adamw/{id}"),
+            AdamWConfig::new().build(),
+            &w,
+            &g,
+        );
+        let galore = GaLoreConfig::new().with_rank(r).with_update_proj_gap(NEVER);
+        time(
+            &mut group,
+            format!("galore/{id}"),
+            galore.init().unwrap(),
+            &w,
+            &g,
+        );
+        let fira = FiraConfig::new().with_rank(r).with_update_proj_gap(NEVER);
+        time(
+            &mut group,
+            format!("fira/{id}"),
+            fira.init().unwrap(),
+            &w,
+            &g,
+        );
+        let frugal = FrugalConfig::new()
+            .with_projection(ProjectionMethod::Svd)
+            .with_update_proj_gap(NEVER);
+        time(
+            &mut group,
+            format!("frugal-svd/{id}"),
+            frugal.init().unwrap(),
+            &w,
+            &g,
+        );
+        let dct = FrugalConfig::new()
+            .with_density(None)
             .with_rank(r)
-            .with_update_proj_gap(1_000_000_000)
-            .init()
-            .unwrap();
-        let (_, mut state) = galore.step(1e-3, w.clone(), g.clone(), None);
-        let basis = state
-            .as_ref()
-            .unwrap()
-            .subspace
-            .as_ref()
-            .unwrap()
-            .right
-            .as_ref()
-            .unwrap()
-            .matrix();
-        group.bench_function(format!("galore/{id}"), |b| {
-            b.iter(|| {
-                let (w, s) = galore.step(1e-3, w.clone(), g.clone(), state.take());
-                state = s;
-                sync(&w);
-            })
-        });
+            .with_projection(ProjectionMethod::Dct)
+            .with_residual(Residual::None);
+        let between = dct.clone().with_update_proj_gap(NEVER).init().unwrap();
+        time(&mut group, format!("dct-adamw/{id}"), between, &w, &g);
+        let every = dct.with_update_proj_gap(1).init().unwrap();
+        time(
+            &mut group,
+            format!("dct-adamw/every-step/{id}"),
+            every,
+            &w,
+            &g,
+        );
+        let apollo = ApolloConfig::new().with_rank(r).with_update_proj_gap(NEVER);
+        time(
+            &mut group,
+            format!("apollo/{id}"),
+            apollo.init().unwrap(),
+            &w,
+            &g,
+        );
+        let mini = ApolloConfig::mini().with_update_proj_gap(NEVER);
+        time(
+            &mut group,
+            format!("apollo-mini/{id}"),
+            mini.init().unwrap(),
+            &w,
+            &g,
+        );
 
-        group.bench_function(format!("floor/{id}"), |b| {
-            b.iter(|| {
-                let low = g.clone().matmul(basis.clone());
-                let back = low.matmul(basis.clone().transpose());
-                let w = w.clone().sub(back);
-                sync(&w);
-            })
-        });
+        floor(&mut group, format!("floor-1-back/{id}"), &w, &g, &p, 1);
+        floor(&mut group, format!("floor-2-back/{id}"), &w, &g, &p, 2);
+        floor(&mut group, format!("floor-0-back/{id}"), &w, &g, &p, 0);
+        let p1 = random(n, 1, 0.05, &device);
+        floor(&mut group, format!("floor-0-back-r1/{id}"), &w, &g, &p1, 0);
     }
     group.finish();
 }

@@ -13,7 +13,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use lowrank_optim::clip::clip_grad_norm;
-use lowrank_optim::recipe::{OptimizerKind, Recipe};
+use lowrank_optim::recipe::Recipe;
 use lowrank_optim::Router;
 
 fn bench_train_step(c: &mut Criterion) {
@@ -31,10 +31,23 @@ fn bench_train_step(c: &mut Criterion) {
     let corpus = data::Corpus::from_text(&text, 0.1, 129).unwrap();
     let mut group = c.benchmark_group("train_step_tiny");
     group.sample_size(10);
-    for name in ["adamw", "galore"] {
+    let names = [
+        "adamw",
+        "galore",
+        "galore-dct",
+        "fira",
+        "frugal",
+        "dct-adamw",
+        "apollo",
+        "apollo-mini",
+    ];
+    for name in names {
         let mut recipe = Recipe::load(format!("optimizers/{name}.toml")).unwrap();
-        if recipe.optimizer == OptimizerKind::Galore {
-            recipe.galore.get_or_insert_with(Default::default).rank = Some(32);
+        // The preset's rank, as the example uses it (APOLLO-Mini keeps rank 1, FRUGAL its rho).
+        if let Some(section) = recipe.section_mut() {
+            if section.rank.is_some_and(|r| r > 1) {
+                section.rank = Some(32);
+            }
         }
         device.seed(1);
         let mut model = Some(dims.init(&device));

@@ -2,13 +2,10 @@
 //! a low-rank Adam state estimates from a random projection.
 
 use burn::config::Config;
-use burn::optim::Optimizer;
-use burn::tensor::{Device, Tensor};
 
 use crate::adam::AdamHyper;
 use crate::error::check;
-use crate::galore::hf_adam_dense;
-use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projected::{decay, hf_subspace_optimizer, MatrixStep, MatrixUpdate, SubspaceState};
 use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig, SubspaceManager};
 use crate::scaling::{channel_axis, limit, norm_ratio, ScaleGranularity};
 
@@ -78,11 +75,7 @@ impl ApolloConfig {
         self.subspace.validate()?;
         check::positive("scale", self.scale as f64)?;
         check::at_least_one("gamma", self.gamma as f64)?;
-        check::unit_interval("beta_1", self.beta_1 as f64)?;
-        check::unit_interval("beta_2", self.beta_2 as f64)?;
-        check::non_negative("epsilon", self.epsilon as f64)?;
-        check::non_negative("weight_decay", self.weight_decay as f64)?;
-        Ok(())
+        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
     }
 
     /// Builds the optimizer, or names the invalid field.
@@ -173,27 +166,4 @@ impl Apollo {
     }
 }
 
-impl Optimizer for Apollo {
-    type State<const D: usize> = ApolloState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        subspace_step(
-            &self.manager,
-            tensor,
-            grad,
-            state,
-            |input| self.step_matrix(lr, input),
-            |w, g, m| hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m),
-        )
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
-    }
-}
+hf_subspace_optimizer!(Apollo);

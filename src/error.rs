@@ -110,4 +110,12 @@ pub(crate) mod check {
         }
         Ok(())
     }
+
+    /// Adam's shared fields: betas in `[0, 1)`, non-negative `epsilon` and `weight_decay`.
+    pub(crate) fn adam(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Result<()> {
+        unit_interval("beta_1", beta_1 as f64)?;
+        unit_interval("beta_2", beta_2 as f64)?;
+        non_negative("epsilon", epsilon as f64)?;
+        non_negative("weight_decay", weight_decay as f64)
+    }
 }

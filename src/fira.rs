@@ -1,13 +1,10 @@
 //! Fira: GaLore plus a full-rank update from the residual the projection discards.
 
 use burn::config::Config;
-use burn::optim::Optimizer;
-use burn::tensor::{Device, Tensor};
 
 use crate::adam::AdamHyper;
 use crate::error::check;
-use crate::galore::hf_adam_dense;
-use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projected::{decay, hf_subspace_optimizer, MatrixStep, MatrixUpdate, SubspaceState};
 use crate::projection::{subspace_setters, SubspaceConfig, SubspaceManager};
 use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
 
@@ -64,11 +61,7 @@ impl FiraConfig {
         self.subspace.validate()?;
         check::positive("scale", self.scale as f64)?;
         check::at_least_one("gamma", self.gamma as f64)?;
-        check::unit_interval("beta_1", self.beta_1 as f64)?;
-        check::unit_interval("beta_2", self.beta_2 as f64)?;
-        check::non_negative("epsilon", self.epsilon as f64)?;
-        check::non_negative("weight_decay", self.weight_decay as f64)?;
-        Ok(())
+        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
     }
 
     /// Builds the optimizer, or names the invalid field.
@@ -171,27 +164,4 @@ impl Fira {
     }
 }
 
-impl Optimizer for Fira {
-    type State<const D: usize> = FiraState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        subspace_step(
-            &self.manager,
-            tensor,
-            grad,
-            state,
-            |input| self.step_matrix(lr, input),
-            |w, g, m| hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m),
-        )
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
-    }
-}
+hf_subspace_optimizer!(Fira);

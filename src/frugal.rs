@@ -103,11 +103,7 @@ impl FrugalConfig {
         self.subspace.validate()?;
         check::positive("proj_lr_scale", self.proj_lr_scale as f64)?;
         check::non_negative("inactive_lr_scale", self.inactive_lr_scale as f64)?;
-        check::unit_interval("beta_1", self.beta_1 as f64)?;
-        check::unit_interval("beta_2", self.beta_2 as f64)?;
-        check::non_negative("epsilon", self.epsilon as f64)?;
-        check::non_negative("weight_decay", self.weight_decay as f64)?;
-        Ok(())
+        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
     }
 
     /// Builds the optimizer, or names the invalid field.

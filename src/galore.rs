@@ -1,12 +1,11 @@
 //! GaLore: Adam in a low-rank gradient subspace.
 
 use burn::config::Config;
-use burn::optim::Optimizer;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use crate::adam::{AdamHyper, Moments};
 use crate::error::check;
-use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projected::{decay, hf_subspace_optimizer, MatrixStep, MatrixUpdate, SubspaceState};
 use crate::projection::{subspace_setters, SubspaceConfig, SubspaceManager};
 
 /// [`GaLore`] configuration. Defaults are the reference's (`galore-torch` 1.0 `GaLoreAdamW`).
@@ -56,11 +55,7 @@ impl GaLoreConfig {
     pub fn validate(&self) -> crate::Result<()> {
         self.subspace.validate()?;
         check::positive("scale", self.scale as f64)?;
-        check::unit_interval("beta_1", self.beta_1 as f64)?;
-        check::unit_interval("beta_2", self.beta_2 as f64)?;
-        check::non_negative("epsilon", self.epsilon as f64)?;
-        check::non_negative("weight_decay", self.weight_decay as f64)?;
-        Ok(())
+        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
     }
 
     /// Builds the optimizer, or names the invalid field.
@@ -137,27 +132,4 @@ pub(crate) fn hf_adam_dense<const D: usize>(
     (decay(weights, lr, weight_decay), moments)
 }
 
-impl Optimizer for GaLore {
-    type State<const D: usize> = GaLoreState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        subspace_step(
-            &self.manager,
-            tensor,
-            grad,
-            state,
-            |input| self.step_matrix(lr, input),
-            |w, g, m| hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m),
-        )
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
-    }
-}
+hf_subspace_optimizer!(GaLore);

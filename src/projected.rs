@@ -137,3 +137,41 @@ fn log_skip(dims: &[usize]) {
         "lowrank-optim: skipped the update of a {dims:?} parameter: its gradient holds NaN or infinity"
     );
 }
+
+/// Implements `burn::optim::Optimizer` for a subspace optimizer whose matrices go through its
+/// `step_matrix(lr, MatrixStep) -> MatrixUpdate` and whose other tensors get Adam with the
+/// HF/GaLore conventions (fields `manager`, `hyper`, `weight_decay`).
+macro_rules! hf_subspace_optimizer {
+    ($optimizer:ty) => {
+        impl burn::optim::Optimizer for $optimizer {
+            type State<const D: usize> = $crate::projected::SubspaceState<D>;
+
+            fn step<const D: usize>(
+                &self,
+                lr: f64,
+                tensor: burn::tensor::Tensor<D>,
+                grad: burn::tensor::Tensor<D>,
+                state: Option<Self::State<D>>,
+            ) -> (burn::tensor::Tensor<D>, Option<Self::State<D>>) {
+                $crate::projected::subspace_step(
+                    &self.manager,
+                    tensor,
+                    grad,
+                    state,
+                    |input| self.step_matrix(lr, input),
+                    |w, g, m| {
+                        $crate::galore::hf_adam_dense(&self.hyper, self.weight_decay, lr, w, g, m)
+                    },
+                )
+            }
+
+            fn to_device<const D: usize>(
+                state: Self::State<D>,
+                device: &burn::tensor::Device,
+            ) -> Self::State<D> {
+                state.to_device(device)
+            }
+        }
+    };
+}
+pub(crate) use hf_subspace_optimizer;
