@@ -7,7 +7,7 @@ use crate::adam::AdamHyper;
 use crate::error::check;
 use crate::projected::{decay, hf_subspace_optimizer, MatrixStep, MatrixUpdate, SubspaceState};
 use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig, SubspaceManager};
-use crate::scaling::{channel_axis, limit, norm_ratio, ScaleGranularity};
+use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
 
 /// [`Apollo`] configuration. Defaults are the reference's (`apollo-torch` 1.0.3 `APOLLOAdamW`
 /// with its README's APOLLO settings): seeded Gaussian projection refreshed every 200 steps,
@@ -140,26 +140,32 @@ impl Apollo {
         let moments = prepared.moments.update(low.clone(), &self.hyper);
         let step_size = self.hyper.hf_step_size(lr, moments.step);
         let axis = channel_axis(prepared.subspace.side, self.scaling);
-        let phi = norm_ratio(moments.direction(&self.hyper), low, axis);
-        let mut scaled = grad.mul(phi);
-        if self.scale_front {
-            scaled = scaled.mul_scalar(self.scale_root);
-        }
+        let phi = norm_ratio(
+            moments.direction(&self.hyper),
+            squared_norms(low, axis),
+            axis,
+        );
+        // S = G c with a small per-channel (or scalar) c: every factor is folded into c, so the
+        // full-size matrix is read for its channel norms and once more for the update.
+        let (front, back) = if self.scale_front {
+            (self.scale_root, 1.0)
+        } else {
+            (1.0, self.scale_root)
+        };
+        let mut coefficient = phi.mul_scalar(front);
         let limiter = self.gamma.map(|gamma| {
-            let norm = scaled.clone().square().sum().sqrt();
+            // ||G c||² = sum over channels of c² ||g||².
+            let norm = squared_norms(grad.clone(), axis)
+                .mul(coefficient.clone().square())
+                .sum()
+                .sqrt();
             let (divisor, limited) = limit(norm, limiter, gamma);
-            scaled = scaled.clone().div(divisor.reshape([1, 1]));
+            coefficient = coefficient.clone().div(divisor.reshape([1, 1]));
             limited
         });
-        if !self.scale_front {
-            scaled = scaled.mul_scalar(self.scale_root);
-        }
+        let update = grad.mul(coefficient.mul_scalar(back as f64 * step_size));
         MatrixUpdate {
-            weights: decay(
-                weights.sub(scaled.mul_scalar(step_size)),
-                lr,
-                self.weight_decay,
-            ),
+            weights: decay(weights.sub(update), lr, self.weight_decay),
             moments,
             limiter,
         }

@@ -126,38 +126,41 @@ impl Fira {
         let step_size = self.hyper.hf_step_size(lr, moments.step);
         let alpha = self.scale;
         let axis = channel_axis(subspace.side, self.scaling);
-        let phi = norm_ratio(normalized.clone(), low.clone(), axis);
+        let low_sq = squared_norms(low.clone(), axis);
+        let phi = norm_ratio(normalized.clone(), low_sq.clone(), axis);
 
         let update = if subspace.is_orthonormal() && alpha <= 0.5 {
             let kept = 2.0 * alpha - alpha * alpha;
             let residual_sq = squared_norms(grad.clone(), axis)
-                .sub(squared_norms(low.clone(), axis).mul_scalar(kept))
+                .sub(low_sq.mul_scalar(kept))
                 .clamp_min(0.0);
             let norm = phi.clone().square().mul(residual_sq).sum().sqrt();
             let (divisor, limited) = limit(norm, limiter, self.gamma);
             let factor = phi.div(divisor.reshape([1, 1]));
-            // (G - alpha back(R)) factor + alpha back(N) = G factor + alpha back(N - R factor).
-            let low_update = normalized.sub(low.mul(factor.clone())).mul_scalar(alpha);
-            (
-                grad.mul(factor).add(subspace.project_back(low_update)),
-                limited,
-            )
+            // W - lr_t ((G - alpha back(R)) factor + alpha back(N))
+            //   = W - G (lr_t factor) - back(lr_t alpha (N - R factor)): one back-projection,
+            // every scalar folded into small tensors.
+            let coefficient = factor.clone().mul_scalar(step_size);
+            let low_update = normalized
+                .sub(low.mul(factor))
+                .mul_scalar(alpha as f64 * step_size);
+            let update = grad.mul(coefficient).add(subspace.project_back(low_update));
+            (update, limited)
         } else {
             let back = subspace.project_back(low).mul_scalar(alpha);
             let residual = grad.sub(back).mul(phi);
             let norm = residual.clone().square().sum().sqrt();
             let (divisor, limited) = limit(norm, limiter, self.gamma);
-            let residual = residual.div(divisor.reshape([1, 1]));
-            let low_update = subspace.project_back(normalized.mul_scalar(alpha));
-            (low_update.add(residual), limited)
+            let scale = divisor.recip().mul_scalar(step_size).reshape([1, 1]);
+            let low_update = normalized.mul_scalar(alpha as f64 * step_size);
+            (
+                subspace.project_back(low_update).add(residual.mul(scale)),
+                limited,
+            )
         };
         let (update, limited) = update;
         MatrixUpdate {
-            weights: decay(
-                weights.sub(update.mul_scalar(step_size)),
-                lr,
-                self.weight_decay,
-            ),
+            weights: decay(weights.sub(update), lr, self.weight_decay),
             moments,
             limiter: Some(limited),
         }

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::adam::{AdamHyper, Moments};
 use crate::error::check;
-use crate::matrix::all_finite;
+use crate::matrix::{all_finite, fast_sign};
 use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
 use crate::projection::{subspace_setters, MomentPolicy, SubspaceConfig, SubspaceManager};
 use crate::rng::{mix_seed, SplitMix64};
@@ -177,7 +177,7 @@ impl Frugal {
     fn state_free<const D: usize>(&self, lr: f64, residual: Tensor<D>) -> Option<Tensor<D>> {
         let lr_free = self.lr_state_free(lr);
         match self.residual {
-            Residual::SignSgd => Some(residual.sign().mul_scalar(lr_free)),
+            Residual::SignSgd => Some(fast_sign(residual).mul_scalar(lr_free)),
             Residual::Sgd => Some(residual.mul_scalar(lr_free)),
             Residual::None => None,
         }
@@ -188,14 +188,21 @@ impl Frugal {
         let subspace = input.prepared.subspace;
         let low = input.prepared.low_grad;
         let moments = input.prepared.moments.update(low.clone(), &self.hyper);
-        let mut update =
-            subspace.project_back(self.hyper.torch_update(&moments, self.lr_state_full(lr)));
-        if self.residual != Residual::None {
-            let residual = input.grad.sub(subspace.project_back(low));
-            if let Some(free) = self.state_free(lr, residual) {
-                update = update.add(free);
+        let low_update = self.hyper.torch_update(&moments, self.lr_state_full(lr));
+        let lr_free = self.lr_state_free(lr);
+        let update = match self.residual {
+            Residual::None => subspace.project_back(low_update),
+            // back(u) + lr_free (G - back(R)) = lr_free G + back(u - lr_free R): one matmul.
+            Residual::Sgd => input
+                .grad
+                .mul_scalar(lr_free)
+                .add(subspace.project_back(low_update.sub(low.mul_scalar(lr_free)))),
+            Residual::SignSgd => {
+                let residual = input.grad.sub(subspace.project_back(low));
+                let free = fast_sign(residual).mul_scalar(lr_free);
+                subspace.project_back(low_update).add(free)
             }
-        }
+        };
         MatrixUpdate {
             weights: weights.sub(update),
             moments,

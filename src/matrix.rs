@@ -53,3 +53,21 @@ pub(crate) fn assert_state_fits(what: &str, state_dims: &[usize], expected_dims:
 pub(crate) fn is_matrix_shape(shape: &[usize]) -> bool {
     shape.len() == 2 && shape.iter().all(|&d| d > 0)
 }
+
+/// Whether `device` belongs to a CPU backend (flex, ndarray), where host-side algorithms beat
+/// device kernels and some tensor ops have slow scalar fallbacks.
+pub(crate) fn is_host_device(device: &burn::tensor::Device) -> bool {
+    let name = format!("{device:?}");
+    name.contains("Flex(") || name.contains("NdArray(")
+}
+
+/// `sign(x)` (0 at 0 and NaN). On CPU backends as `[x > 0] - [-x > 0]`: flex's `sign` is a
+/// scalar closure, 3.4x slower than these vectorized comparisons at 1376x512.
+pub(crate) fn fast_sign<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !is_host_device(&x.device()) {
+        return x.sign();
+    }
+    let positive = x.clone().greater_elem(0.0).float();
+    let negative = x.neg().greater_elem(0.0).float();
+    positive.sub(negative)
+}

@@ -43,15 +43,15 @@ pub(crate) fn squared_norms(x: Tensor<2>, axis: Option<usize>) -> Tensor<2> {
     }
 }
 
-/// `phi = ||N|| / (||R|| + 1e-8)` along `axis`, broadcastable against the full matrix.
+/// `phi = ||N|| / (||R|| + 1e-8)` along `axis`, broadcastable against the full matrix, given
+/// `low_sq`, the squared norms of `R` along `axis` (callers reuse them).
 pub(crate) fn norm_ratio(
     normalized: Tensor<2>,
-    low_grad: Tensor<2>,
+    low_sq: Tensor<2>,
     axis: Option<usize>,
 ) -> Tensor<2> {
     let numerator = squared_norms(normalized, axis).sqrt();
-    let denominator = squared_norms(low_grad, axis).sqrt().add_scalar(RATIO_EPS);
-    numerator.div(denominator)
+    numerator.div(low_sq.sqrt().add_scalar(RATIO_EPS))
 }
 
 /// Fira's norm-growth limiter: the scaled residual may grow by at most `gamma` per step.

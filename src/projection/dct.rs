@@ -79,12 +79,6 @@ fn dct_values(n: usize) -> Vec<f32> {
     values
 }
 
-/// Whether `device` belongs to a CPU backend, where the host fast DCT beats a device matmul.
-pub(crate) fn is_host_device(device: &Device) -> bool {
-    let name = format!("{device:?}");
-    name.contains("Flex(") || name.contains("NdArray(")
-}
-
 /// Column scores of `S = G Q` for the rows of a row-major `rows x n` host matrix, by fast DCT.
 ///
 /// Row `g` maps to `g Q`, an orthonormal DCT-III, computed as `sqrt(2/n) · dct3(g')` where
@@ -135,7 +129,7 @@ fn scores(grad: &Tensor<2>, norm: DctNorm, scoring: DctScoring) -> Tensor<1> {
     let host = match scoring {
         DctScoring::Fft => true,
         DctScoring::Matmul => false,
-        DctScoring::Auto => is_host_device(&device),
+        DctScoring::Auto => crate::matrix::is_host_device(&device),
     };
     if host {
         let values = grad
