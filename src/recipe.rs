@@ -161,6 +161,17 @@ macro_rules! set {
     };
 }
 
+/// Overwrites a config's Adam fields (`beta_1`, `beta_2`, `epsilon`, `weight_decay`) with the
+/// ones the table sets.
+macro_rules! set_adam {
+    ($config:expr, $section:expr) => {
+        set!($config.beta_1, $section.beta_1);
+        set!($config.beta_2, $section.beta_2);
+        set!($config.epsilon, $section.epsilon);
+        set!($config.weight_decay, $section.weight_decay);
+    };
+}
+
 impl OptimizerSection {
     /// Applies the subspace keys to `c`.
     fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
@@ -471,10 +482,7 @@ impl Recipe {
         let mut c = GaLoreConfig::new();
         s.apply_subspace(&mut c.subspace)?;
         set!(c.scale, s.scale);
-        set!(c.beta_1, s.beta_1);
-        set!(c.beta_2, s.beta_2);
-        set!(c.epsilon, s.epsilon);
-        set!(c.weight_decay, s.weight_decay);
+        set_adam!(c, s);
         c.validate()?;
         Ok(c)
     }
@@ -487,10 +495,7 @@ impl Recipe {
         set!(c.scale, s.scale);
         set!(c.gamma, s.gamma);
         set!(c.scaling, s.scaling()?);
-        set!(c.beta_1, s.beta_1);
-        set!(c.beta_2, s.beta_2);
-        set!(c.epsilon, s.epsilon);
-        set!(c.weight_decay, s.weight_decay);
+        set_adam!(c, s);
         c.validate()?;
         Ok(c)
     }
@@ -518,10 +523,7 @@ impl Recipe {
         }
         set!(c.proj_lr_scale, s.proj_lr_scale);
         set!(c.inactive_lr_scale, s.inactive_lr_scale);
-        set!(c.beta_1, s.beta_1);
-        set!(c.beta_2, s.beta_2);
-        set!(c.epsilon, s.epsilon);
-        set!(c.weight_decay, s.weight_decay);
+        set_adam!(c, s);
         c.validate()?;
         Ok(c)
     }
@@ -536,10 +538,7 @@ impl Recipe {
         set!(c.scaling, s.scaling()?);
         set!(c.scale_front, s.scale_front);
         set!(c.limiter, s.limiter);
-        set!(c.beta_1, s.beta_1);
-        set!(c.beta_2, s.beta_2);
-        set!(c.epsilon, s.epsilon);
-        set!(c.weight_decay, s.weight_decay);
+        set_adam!(c, s);
         c.validate()?;
         Ok(c)
     }
