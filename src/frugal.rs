@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 use crate::adam::{AdamHyper, Moments};
 use crate::error::check;
 use crate::matrix::{all_finite, fast_sign};
-use crate::projected::{decay, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
+use crate::projected::{decay, log_skip, subspace_step, MatrixStep, MatrixUpdate, SubspaceState};
 use crate::projection::{subspace_setters, MomentPolicy, SubspaceConfig, SubspaceManager};
 use crate::rng::{mix_seed, SplitMix64};
 
@@ -199,7 +199,9 @@ impl Frugal {
                 .add(subspace.project_back(low_update.sub(low.mul_scalar(lr_free)))),
             Residual::SignSgd => {
                 let residual = input.grad.sub(subspace.project_back(low));
-                let free = fast_sign(residual).mul_scalar(lr_free);
+                let free = self
+                    .state_free(lr, residual)
+                    .expect("signSGD has a state-free part");
                 subspace.project_back(low_update).add(free)
             }
         };
@@ -235,7 +237,7 @@ impl Frugal {
             return (tensor, state);
         }
         if !all_finite(&grad) {
-            log::warn!("lowrank-optim: skipped a FRUGAL block update: non-finite gradient");
+            log_skip(&tensor.dims());
             return (tensor, state);
         }
         let dims = grad.dims();

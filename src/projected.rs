@@ -132,7 +132,7 @@ pub(crate) fn decay<const D: usize>(tensor: Tensor<D>, lr: f64, weight_decay: f3
     tensor.mul_scalar(1.0 - lr * weight_decay as f64)
 }
 
-fn log_skip(dims: &[usize]) {
+pub(crate) fn log_skip(dims: &[usize]) {
     log::warn!(
         "lowrank-optim: skipped the update of a {dims:?} parameter: its gradient holds NaN or infinity"
     );

@@ -338,13 +338,7 @@ impl Recipe {
 
     /// The optimizer table of this recipe, if it has one.
     pub fn section(&self) -> Option<&OptimizerSection> {
-        match self.optimizer {
-            OptimizerKind::Adamw => None,
-            OptimizerKind::Galore => self.galore.as_ref(),
-            OptimizerKind::Fira => self.fira.as_ref(),
-            OptimizerKind::Frugal => self.frugal.as_ref(),
-            OptimizerKind::Apollo => self.apollo.as_ref(),
-        }
+        self.slot(self.optimizer).as_ref()
     }
 
     /// The optimizer table, for changing it (created empty if absent; `None` for AdamW).
@@ -357,6 +351,17 @@ impl Recipe {
             OptimizerKind::Apollo => &mut self.apollo,
         };
         Some(slot.get_or_insert_with(Default::default))
+    }
+
+    /// The table field of `kind` (always empty for AdamW, which has none).
+    fn slot(&self, kind: OptimizerKind) -> &Option<OptimizerSection> {
+        match kind {
+            OptimizerKind::Adamw => &None,
+            OptimizerKind::Galore => &self.galore,
+            OptimizerKind::Fira => &self.fira,
+            OptimizerKind::Frugal => &self.frugal,
+            OptimizerKind::Apollo => &self.apollo,
+        }
     }
 
     fn validate(&self, table: &toml::Table) -> Result<()> {
@@ -466,14 +471,7 @@ impl Recipe {
     }
 
     fn table_of(&self, kind: OptimizerKind) -> OptimizerSection {
-        let section = match kind {
-            OptimizerKind::Galore => &self.galore,
-            OptimizerKind::Fira => &self.fira,
-            OptimizerKind::Frugal => &self.frugal,
-            OptimizerKind::Apollo => &self.apollo,
-            OptimizerKind::Adamw => &None,
-        };
-        section.clone().unwrap_or_default()
+        self.slot(kind).clone().unwrap_or_default()
     }
 
     /// The GaLore config (defaults overridden by the `[galore]` table), validated.
