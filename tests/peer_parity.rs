@@ -12,43 +12,11 @@
 mod common;
 
 use burn::optim::Optimizer;
-use burn::tensor::Tensor;
-use common::{max_abs_diff, tensor, values};
-use lowrank_optim::{FiraConfig, FrugalConfig, ProjType, ProjectionMethod, Residual};
-use serde::Deserialize;
+use common::max_abs_diff;
+use common::parity::{check_all, fixture, proj_type, run, Case};
+use lowrank_optim::{FiraConfig, FrugalConfig, ProjectionMethod, Residual};
 
 const TOLERANCE: f32 = 2e-6;
-
-#[derive(Deserialize)]
-struct Fixture {
-    steps: usize,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    shape: Vec<usize>,
-    rank: Option<usize>,
-    proj_type: Option<String>,
-    scale: Option<f32>,
-    lr: f64,
-    weight_decay: f32,
-    beta_1: f32,
-    beta_2: f32,
-    eps: f32,
-    w0: Vec<f32>,
-    grads: Vec<Vec<f32>>,
-    weights: Vec<Vec<f32>>,
-}
-
-fn proj_type(name: Option<&str>) -> ProjType {
-    match name.unwrap_or("std") {
-        "std" => ProjType::Std,
-        "reverse_std" => ProjType::ReverseStd,
-        other => panic!("unknown proj_type {other}"),
-    }
-}
 
 fn fira(case: &Case) -> FiraConfig {
     FiraConfig::new()
@@ -77,41 +45,10 @@ fn dct_adamw(case: &Case) -> FrugalConfig {
         .with_weight_decay(case.weight_decay)
 }
 
-/// Steps a rank-`D` parameter through the case and returns the weights after each step.
-fn run<O: Optimizer, const D: usize>(optim: &O, case: &Case, shape: [usize; D]) -> Vec<Vec<f32>> {
-    let mut w: Tensor<D> = tensor(&case.w0, shape);
-    let mut state = None;
-    let mut out = Vec::new();
-    for g in &case.grads {
-        let (next, next_state) = optim.step(case.lr, w, tensor(g, shape), state);
-        w = next;
-        state = next_state;
-        out.push(values(&w));
-    }
-    out
-}
-
-fn check<O: Optimizer>(fixture: &str, build: impl Fn(&Case) -> O) {
-    let fixture: Fixture = serde_json::from_str(fixture).expect("valid fixture");
+fn check<O: Optimizer>(json: &str, build: impl Fn(&Case) -> O) {
+    let fixture = fixture(json);
     assert!(fixture.cases.len() >= 5, "fixture lost cases");
-    for case in &fixture.cases {
-        assert_eq!(case.grads.len(), fixture.steps);
-        let optim = build(case);
-        let ours = match case.shape[..] {
-            [m, n] => run(&optim, case, [m, n]),
-            [n] => run(&optim, case, [n]),
-            _ => panic!("{}: unsupported fixture shape", case.name),
-        };
-        for (step, (got, want)) in ours.iter().zip(&case.weights).enumerate() {
-            let diff = max_abs_diff(got, want);
-            assert!(
-                diff <= TOLERANCE,
-                "{} step {}: max |ours - reference| = {diff:e} > {TOLERANCE:e}",
-                case.name,
-                step + 1
-            );
-        }
-    }
+    check_all(&fixture, build, |_| TOLERANCE);
 }
 
 #[test]
@@ -131,8 +68,8 @@ fn dct_adamw_matches_the_reference_after_every_step() {
 /// The parity checks must be able to fail: a changed hyperparameter breaks each of them.
 #[test]
 fn wrong_hyperparameters_are_detected() {
-    let mismatch = |fixture: &str, build: &dyn Fn(&Case) -> Vec<f32>| {
-        let fixture: Fixture = serde_json::from_str(fixture).unwrap();
+    let mismatch = |json: &str, build: &dyn Fn(&Case) -> Vec<f32>| {
+        let fixture = fixture(json);
         let case = &fixture.cases[0];
         max_abs_diff(&build(case), &case.weights[fixture.steps - 1])
     };

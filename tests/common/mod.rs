@@ -4,6 +4,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+pub mod parity;
 pub mod toy;
 
 /// The device under test: `BURN_DEVICE` picks the backend (flex by default, wgpu in CI's second run).
