@@ -31,9 +31,30 @@ pub enum Error {
         /// What is wrong, naming the key.
         reason: String,
     },
-    /// A serialized optimizer record could not be read.
-    #[error("unreadable optimizer record: {0}")]
+    /// A serialized optimizer or module record could not be read.
+    #[error("unreadable record: {0}")]
     Record(String),
+    /// A SwitchLoRA layer was merged a second time (or was never wrapped).
+    #[error("this linear holds no SwitchLoRA adapter: it was merged already, or never wrapped")]
+    AlreadyMerged,
+    /// A module record's SwitchLoRA adapter has another rank than the model's.
+    #[error(
+        "the record's SwitchLoRA layer `{path}` has rank {record}, the model's has rank {model}"
+    )]
+    RankMismatch {
+        /// Dotted path of the layer.
+        path: String,
+        /// The model's rank.
+        model: usize,
+        /// The record's rank.
+        record: usize,
+    },
+    /// A SwitchLoRA adapter has no optimizer wired to its switcher.
+    #[error("the SwitchLoRA adapter `{path}` has no optimizer: build the optimizer and the switcher together from this model (SwitchLoraConfig::build)")]
+    NotWired {
+        /// Dotted path of the adapter parameter.
+        path: String,
+    },
 }
 
 /// Shorthand for `Result<T, lowrank_optim::Error>`.

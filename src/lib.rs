@@ -12,6 +12,8 @@
 //!   signSGD outside it; with no residual update it is DCT-AdamW.
 //! - [`Apollo`]: the raw gradient scaled per channel by a ratio estimated in a random
 //!   projection (APOLLO, and APOLLO-Mini at rank 1).
+//! - [`switchlora`]: SwitchLoRA, low-rank adapters whose vectors are switched with candidates,
+//!   as a Burn module plus an optimizer with per-vector step counters.
 //! - [`projection`]: the subspace manager every projected optimizer shares (side, basis by exact
 //!   or randomized SVD, DCT columns, random matrices or coordinates, refresh schedule and
 //!   adaptive gap, what happens to the moments at a refresh).
@@ -67,6 +69,7 @@ pub mod projection;
 pub mod recipe;
 mod rng;
 mod scaling;
+pub mod switchlora;
 
 pub use apollo::{Apollo, ApolloConfig, ApolloState};
 pub use error::{Error, Result};

@@ -1,0 +1,395 @@
+//! AdamW for SwitchLoRA adapters: one step counter per adapter vector, and the reset and freeze
+//! of the counterparts of switched vectors.
+
+use burn::config::Config;
+use burn::module::{Module, ParamGroup};
+use burn::optim::{ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::layers::find_layers;
+use super::schedule::SwitchScheduleConfig;
+use super::switcher::{Switchboard, Switcher};
+use crate::adam::{AdamHyper, Moments};
+use crate::error::Error;
+use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank};
+use crate::projected::log_skip;
+use crate::RecordState;
+
+/// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
+/// reference) and the switching schedule.
+///
+/// [`build`](Self::build) returns the `ModuleOptimizer` (these adapters' optimizer on every
+/// `lora_a`/`lora_b`, `dense` on every other trainable parameter) and the [`Switcher`] that
+/// feeds it.
+///
+/// ```
+/// use burn::optim::{AdamWConfig, GradientsParams};
+/// use burn::tensor::{Device, Tensor};
+/// use lowrank_optim::switchlora::{SwitchLoraConfig, SwitchLoraLinearConfig, SwitchScheduleConfig};
+///
+/// let device = Device::default().autodiff();
+/// let mut layer = SwitchLoraLinearConfig::new(32, 32, 4).init(&device)?;
+/// let config = SwitchLoraConfig::new(SwitchScheduleConfig::new(100));
+/// let dense = AdamWConfig::new().with_weight_decay(0.0).build();
+/// let (mut optim, switcher) = config.build(&layer, dense)?;
+///
+/// let x = Tensor::<2>::ones([8, 32], &device);
+/// for step in 0..3 {
+///     let loss = layer.forward(x.clone()).square().mean();
+///     let grads = GradientsParams::from_grads(loss.backward(), &layer);
+///     let (switched, _) = switcher.switch(layer, step)?; // after clipping, before the step
+///     layer = optim.step(1e-3, switched, grads);
+/// }
+/// # Ok::<(), lowrank_optim::Error>(())
+/// ```
+#[derive(Config, Debug)]
+pub struct SwitchLoraConfig {
+    /// The switching schedule.
+    pub schedule: SwitchScheduleConfig,
+    /// Decay of the first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of the second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added to the bias-corrected `sqrt(v)` (PyTorch AdamW).
+    #[config(default = 1e-8)]
+    pub epsilon: f32,
+    /// Decoupled weight decay of the adapters.
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+}
+
+impl SwitchLoraConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::error::check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)?;
+        self.schedule.validate()
+    }
+
+    /// The optimizer for `model` and its switcher. `model` must contain at least one
+    /// [`SwitchLoraLinear`](super::SwitchLoraLinear); parameters are matched by path, so the
+    /// optimizer keeps working after the model's record is loaded.
+    pub fn build<M: Module, O: Optimizer>(
+        &self,
+        model: &M,
+        dense: O,
+    ) -> crate::Result<(ModuleOptimizer, Switcher)> {
+        self.validate()?;
+        let layers = find_layers(model);
+        if layers.is_empty() {
+            return Err(Error::InvalidConfig {
+                field: "model",
+                value: "a model without SwitchLoraLinear layers".into(),
+                expected: "at least one SwitchLoraLinear (see SwitchableLinear)",
+            });
+        }
+        let board = Switchboard::default();
+        let mut optim = ModuleOptimizer::from(dense);
+        for layer in &layers {
+            for (field, vectors) in [("lora_a", Vectors::Columns), ("lora_b", Vectors::Rows)] {
+                let path = layer.field_path(field);
+                board.wire(&path);
+                let adam = self.adapter_optimizer(vectors, path.clone(), board.clone());
+                optim = optim.with_group(ParamGroup::from_path(path), adam, None);
+            }
+        }
+        Ok((optim, Switcher::new(self.schedule.clone(), board)?))
+    }
+
+    fn adapter_optimizer(&self, vectors: Vectors, path: String, board: Switchboard) -> AdapterAdam {
+        AdapterAdam {
+            hyper: AdamHyper {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
+            weight_decay: self.weight_decay,
+            freeze_steps: self.schedule.freeze_steps,
+            vectors,
+            path,
+            board,
+        }
+    }
+}
+
+/// Which way an adapter's vectors run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vectors {
+    /// `lora_a` (`[d_in, r]`): one vector per column.
+    Columns,
+    /// `lora_b` (`[r, d_out]`): one vector per row.
+    Rows,
+}
+
+impl Vectors {
+    /// The dimension indexing the vectors.
+    fn dim(self) -> usize {
+        match self {
+            Vectors::Columns => 1,
+            Vectors::Rows => 0,
+        }
+    }
+
+    /// A per-vector `[r]` tensor shaped to broadcast against the matrix.
+    fn spread(self, per_vector: Tensor<1>) -> Tensor<2> {
+        match self {
+            Vectors::Columns => per_vector.unsqueeze_dim(0),
+            Vectors::Rows => per_vector.unsqueeze_dim(1),
+        }
+    }
+}
+
+/// AdamW on one adapter matrix with a step counter per vector: the reference's `StepAdamW`.
+///
+/// At each step it first applies the resets the [`Switcher`] queued for its parameter: those
+/// vectors' moments and counters go to zero and they are frozen for `freeze_steps` steps. A
+/// frozen vector takes no update (nor weight decay); its counter still advances, as in the
+/// reference, where a frozen vector's gradient is zeroed.
+#[derive(Clone, Debug)]
+pub struct AdapterAdam {
+    hyper: AdamHyper,
+    weight_decay: f32,
+    freeze_steps: usize,
+    vectors: Vectors,
+    path: String,
+    board: Switchboard,
+}
+
+/// State of an [`AdapterAdam`] parameter.
+#[derive(RecordState, Clone, Debug)]
+pub struct AdapterAdamState<const D: usize> {
+    /// The moments (their `step` counts this parameter's optimizer steps).
+    pub moments: Moments<D>,
+    /// Per vector: steps since its last reset (its bias-correction `t`).
+    pub vector_steps: Tensor<1>,
+    /// Per vector: steps it stays frozen.
+    pub frozen: Tensor<1>,
+}
+
+impl<const D: usize> AdapterAdamState<D> {
+    fn cast<const E: usize>(self) -> AdapterAdamState<E> {
+        AdapterAdamState {
+            moments: cast_moments(self.moments),
+            vector_steps: self.vector_steps,
+            frozen: self.frozen,
+        }
+    }
+}
+
+impl AdapterAdam {
+    /// `1` for every vector except `0` at `resets`.
+    fn keep_mask(count: usize, resets: &[usize], device: &Device) -> Tensor<1> {
+        let mut keep = vec![1.0f32; count];
+        for &i in resets {
+            keep[i] = 0.0;
+        }
+        Tensor::from_data(TensorData::new(keep, [count]), device)
+    }
+
+    /// Applies queued resets: moments and counters of those vectors to 0, frozen for
+    /// `freeze_steps` steps.
+    fn reset(&self, state: AdapterAdamState<2>, count: usize) -> AdapterAdamState<2> {
+        let resets = self.board.take(&self.path);
+        if resets.is_empty() {
+            return state;
+        }
+        let keep = Self::keep_mask(count, &resets, &state.frozen.device());
+        let spread = self.vectors.spread(keep.clone());
+        let moments = Moments {
+            first: state.moments.first.mul(spread.clone()),
+            second: state.moments.second.mul(spread),
+            step: state.moments.step,
+        };
+        let freeze = keep
+            .clone()
+            .neg()
+            .add_scalar(1.0)
+            .mul_scalar(self.freeze_steps as f64);
+        AdapterAdamState {
+            moments,
+            vector_steps: state.vector_steps.mul(keep.clone()),
+            frozen: state.frozen.mul(keep).add(freeze),
+        }
+    }
+
+    fn step_matrix(
+        &self,
+        lr: f64,
+        weights: Tensor<2>,
+        grad: Tensor<2>,
+        state: Option<AdapterAdamState<2>>,
+    ) -> (Tensor<2>, AdapterAdamState<2>) {
+        let dims = grad.dims();
+        let count = dims[self.vectors.dim()];
+        let device = grad.device();
+        let state = state.unwrap_or_else(|| AdapterAdamState {
+            moments: Moments::zeros(dims, &device),
+            vector_steps: Tensor::zeros([count], &device),
+            frozen: Tensor::zeros([count], &device),
+        });
+        assert_state_fits("SwitchLoRA adapter moments", &state.moments.dims(), &dims);
+        assert_state_fits(
+            "SwitchLoRA step counters",
+            &state.vector_steps.dims(),
+            &[count],
+        );
+        let state = self.reset(state, count);
+        if !all_finite(&grad) {
+            log_skip(&dims);
+            return (weights, state);
+        }
+        let AdamHyper { beta_1, beta_2, .. } = self.hyper;
+        let active = state.frozen.clone().lower_equal_elem(0.0).float();
+        let steps = state.vector_steps.add_scalar(1.0);
+        let grad = grad.mul(self.vectors.spread(active.clone()));
+        let moments = state.moments.update(grad, &self.hyper);
+        let correction = |beta: f32| {
+            Tensor::<1>::full([count], beta, &device)
+                .powf(steps.clone())
+                .neg()
+                .add_scalar(1.0)
+        };
+        let step_size = active.clone().div(correction(beta_1)).mul_scalar(lr);
+        let denominator = moments
+            .second
+            .clone()
+            .sqrt()
+            .div(self.vectors.spread(correction(beta_2).sqrt()))
+            .add_scalar(self.hyper.epsilon);
+        let update = moments
+            .first
+            .clone()
+            .div(denominator)
+            .mul(self.vectors.spread(step_size));
+        let decay = active
+            .mul_scalar(-lr * self.weight_decay as f64)
+            .add_scalar(1.0);
+        let weights = weights.mul(self.vectors.spread(decay)).sub(update);
+        let state = AdapterAdamState {
+            moments,
+            vector_steps: steps,
+            frozen: state.frozen.sub_scalar(1.0).clamp_min(0.0),
+        };
+        (weights, state)
+    }
+}
+
+impl Optimizer for AdapterAdam {
+    type State<const D: usize> = AdapterAdamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        assert_eq!(
+            D, 2,
+            "lowrank-optim: the SwitchLoRA adapter optimizer got a rank-{D} parameter at `{}`; \
+             it only takes lora_a / lora_b matrices",
+            self.path
+        );
+        let (weights, state) = self.step_matrix(
+            lr,
+            cast_rank(tensor),
+            cast_rank(grad),
+            state.map(AdapterAdamState::cast),
+        );
+        (cast_rank(weights), Some(state.cast()))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        AdapterAdamState {
+            moments: state.moments.to_device(device),
+            vector_steps: state.vector_steps.to_device(device),
+            frozen: state.frozen.to_device(device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PyTorch AdamW with one step counter per column, in f64: the reference's `StepAdamW`
+    /// with its gradient zeroed for frozen columns, plus the reset at a switch.
+    struct Reference {
+        w: Vec<f64>,
+        m: Vec<f64>,
+        v: Vec<f64>,
+        t: Vec<f64>,
+        frozen: Vec<usize>,
+    }
+
+    #[test]
+    fn per_column_counters_restart_and_frozen_columns_hold_still() {
+        let (rows, cols, lr, wd) = (3usize, 4usize, 0.1, 0.05);
+        let device = Device::default();
+        let board = Switchboard::default();
+        board.wire("a");
+        let config =
+            SwitchLoraConfig::new(SwitchScheduleConfig::new(100)).with_weight_decay(wd as f32);
+        let adam = config.adapter_optimizer(Vectors::Columns, "a".into(), board.clone());
+        let grad_at = |step: usize| -> Vec<f64> {
+            (0..rows * cols)
+                .map(|k| ((k * 7 + step * 3) % 11) as f64 / 5.0 - 1.0)
+                .collect()
+        };
+        let mut r = Reference {
+            w: (0..rows * cols).map(|k| k as f64 / 10.0).collect(),
+            m: vec![0.0; rows * cols],
+            v: vec![0.0; rows * cols],
+            t: vec![0.0; cols],
+            frozen: vec![0; cols],
+        };
+        let data = |v: &[f64]| {
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            Tensor::<2>::from_data(TensorData::new(v, [rows, cols]), &device)
+        };
+        let mut weights = data(&r.w);
+        let mut state = None;
+        for step in 0..12 {
+            if step == 3 {
+                board.post("a".into(), &[1, 2]).unwrap();
+                for j in [1, 2] {
+                    r.t[j] = 0.0;
+                    r.frozen[j] = 5;
+                    for i in 0..rows {
+                        r.m[i * cols + j] = 0.0;
+                        r.v[i * cols + j] = 0.0;
+                    }
+                }
+            }
+            let g = grad_at(step);
+            let (w, s) = adam.step(lr, weights, data(&g), state);
+            (weights, state) = (w, s);
+            for j in 0..cols {
+                let active = r.frozen[j] == 0;
+                r.t[j] += 1.0;
+                let (bc1, bc2) = (1.0 - 0.9f64.powf(r.t[j]), 1.0 - 0.999f64.powf(r.t[j]));
+                for i in 0..rows {
+                    let k = i * cols + j;
+                    let g = if active { g[k] } else { 0.0 };
+                    r.m[k] = 0.9 * r.m[k] + 0.1 * g;
+                    r.v[k] = 0.999 * r.v[k] + 0.001 * g * g;
+                    if active {
+                        r.w[k] *= 1.0 - lr * wd;
+                        r.w[k] -= lr / bc1 * r.m[k] / (r.v[k].sqrt() / bc2.sqrt() + 1e-8);
+                    }
+                }
+                r.frozen[j] = r.frozen[j].saturating_sub(1);
+            }
+            let ours: Vec<f32> = weights.to_data().try_to_vec::<f32>().unwrap();
+            for (k, (&a, &b)) in ours.iter().zip(&r.w).enumerate() {
+                assert!(
+                    (a as f64 - b).abs() < 1e-5,
+                    "step {step}, entry {k}: {a} vs {b}"
+                );
+            }
+        }
+        // Frozen columns 1 and 2 held still in steps 3..8 and trained again afterwards.
+        assert_eq!(r.t, vec![12.0, 9.0, 9.0, 12.0]);
+    }
+}

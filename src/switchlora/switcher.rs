@@ -1,0 +1,338 @@
+//! Switching adapter vectors with candidates, and telling the optimizer which counterparts to
+//! reset and freeze.
+//!
+//! A switch of `lora_a`'s column `i` to candidate `c` adds `s (A[:, i] - c) B[i, :]` to the
+//! frozen base weight, so `x W + s x A B` is unchanged; the old column goes back to its pool slot.
+//! The counterpart row `B[i, :]` then restarts its Adam moments and step counter and is frozen
+//! for `freeze_steps` steps. Switches of `lora_b`'s rows are symmetric.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::layers::{find_layers, LayerParts, Part, Replacements};
+use super::linear::Slots;
+use super::schedule::SwitchScheduleConfig;
+use crate::error::{Error, Result};
+
+/// The channel from the [`Switcher`] to the adapter optimizers: which vectors of which
+/// parameter (by dotted path) to reset and freeze at their next step.
+#[derive(Clone, Debug, Default)]
+pub struct Switchboard {
+    inner: Arc<Mutex<Board>>,
+}
+
+#[derive(Debug, Default)]
+struct Board {
+    wired: HashSet<String>,
+    pending: HashMap<String, Vec<usize>>,
+}
+
+impl Switchboard {
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers an optimizer for the parameter at `path`.
+    pub(crate) fn wire(&self, path: &str) {
+        self.board().wired.insert(path.to_string());
+    }
+
+    /// Queues a reset of `vectors` for the parameter at `path`.
+    pub(crate) fn post(&self, path: String, vectors: &[usize]) -> Result<()> {
+        let mut board = self.board();
+        if !board.wired.contains(&path) {
+            return Err(Error::NotWired { path });
+        }
+        board.pending.entry(path).or_default().extend(vectors);
+        Ok(())
+    }
+
+    /// Takes the resets queued for the parameter at `path`.
+    pub(crate) fn take(&self, path: &str) -> Vec<usize> {
+        self.board().pending.remove(path).unwrap_or_default()
+    }
+
+    /// Whether any reset is still queued (none should be after an optimizer step).
+    pub fn has_pending(&self) -> bool {
+        self.board().pending.values().any(|v| !v.is_empty())
+    }
+}
+
+/// Switches the adapter vectors of every [`SwitchLoraLinear`](super::SwitchLoraLinear) in a
+/// model on the schedule. Built together with the optimizer by
+/// [`SwitchLoraConfig::build`](super::SwitchLoraConfig::build); call
+/// [`switch`](Self::switch) once per training step, after gradient clipping and before the
+/// optimizer step, as the reference does.
+#[derive(Clone, Debug)]
+pub struct Switcher {
+    schedule: SwitchScheduleConfig,
+    board: Switchboard,
+}
+
+/// What one call of [`Switcher::switch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwitchCount {
+    /// Columns of `lora_a` switched, over all layers.
+    pub a: usize,
+    /// Rows of `lora_b` switched, over all layers.
+    pub b: usize,
+}
+
+impl Switcher {
+    /// A switcher posting to `board` (which the adapter optimizers read).
+    pub fn new(schedule: SwitchScheduleConfig, board: Switchboard) -> Result<Self> {
+        schedule.validate()?;
+        Ok(Self { schedule, board })
+    }
+
+    /// Whether resets are queued that no optimizer step has applied yet (a checkpoint taken
+    /// then would lose them: save after the optimizer step).
+    pub fn has_pending(&self) -> bool {
+        self.board.has_pending()
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &SwitchScheduleConfig {
+        &self.schedule
+    }
+
+    /// Switches the vectors `step` calls for in every layer of `model` (the `step`-th optimizer
+    /// step, counted from 0). The model's outputs are unchanged up to rounding.
+    pub fn switch<M: Module>(&self, model: M, step: usize) -> Result<(M, SwitchCount)> {
+        let mut replacements = Replacements::default();
+        let mut count = SwitchCount::default();
+        for (ordinal, layer) in find_layers(&model).into_iter().enumerate() {
+            let parts = Complete::from(layer)?;
+            let mut slots = Slots::from_tensor(&parts.slots.value, parts.rank)?;
+            let n = self.switches(&parts, &slots, step, ordinal);
+            if n == 0 {
+                continue;
+            }
+            let switched = parts.switch(&mut slots, n, step as i64);
+            self.board.post(parts.b_path.clone(), &switched.slots_a)?;
+            self.board.post(parts.a_path.clone(), &switched.slots_b)?;
+            count.a += n;
+            count.b += n;
+            let slots_tensor = slots.to_tensor(&parts.slots.value.device());
+            replacements.ints.insert(parts.slots.id, slots_tensor);
+            for (part, value) in [
+                (&parts.weight, switched.weight),
+                (&parts.lora_a, switched.lora_a),
+                (&parts.lora_b, switched.lora_b),
+                (&parts.candidates_a, switched.candidates_a),
+                (&parts.candidates_b, switched.candidates_b),
+            ] {
+                replacements.floats.insert(part.id, value);
+            }
+        }
+        Ok((replacements.apply(model), count))
+    }
+
+    /// How many vectors of each side the layer switches now: the schedule's draw, limited so
+    /// that the `lora_a` and `lora_b` windows never reach each other's frozen slots (the
+    /// reference's rule) and new candidates never collide with vectors in use.
+    fn switches(&self, parts: &Complete, slots: &Slots, step: usize, ordinal: usize) -> usize {
+        let rank = parts.rank as i64;
+        let spare = parts.pool_size.saturating_sub(parts.rank);
+        if spare == 0 {
+            return 0;
+        }
+        let wanted = self.schedule.switches(parts.rank, step, ordinal);
+        let freeze = self.schedule.freeze_steps as i64;
+        let frozen = |switched: &[i64]| {
+            switched
+                .iter()
+                .filter(|&&at| at >= 0 && (step as i64) - at < freeze)
+                .count() as i64
+        };
+        // lora_a's slots are frozen by switches of lora_b, and the other way round.
+        let (frozen_a, frozen_b) = (frozen(&slots.switched_b), frozen(&slots.switched_a));
+        let (ca, cb) = (slots.cursor_a as i64, slots.cursor_b as i64);
+        let available = (ca - frozen_a - cb)
+            .rem_euclid(rank)
+            .min((cb - frozen_b - ca).rem_euclid(rank)) as usize;
+        wanted.min(available).min(spare)
+    }
+}
+
+/// A layer with every part present.
+struct Complete {
+    weight: Part<Tensor<2>>,
+    lora_a: Part<Tensor<2>>,
+    lora_b: Part<Tensor<2>>,
+    candidates_a: Part<Tensor<2>>,
+    candidates_b: Part<Tensor<2>>,
+    slots: Part<Tensor<1, Int>>,
+    a_path: String,
+    b_path: String,
+    rank: usize,
+    pool_size: usize,
+    scaling: f64,
+}
+
+impl Complete {
+    fn from(layer: LayerParts) -> Result<Self> {
+        let missing = |field: &str| Error::Record(format!("{} has no `{field}`", layer.path));
+        let (a_path, b_path) = (layer.field_path("lora_a"), layer.field_path("lora_b"));
+        let lora_a = layer.lora_a.clone().ok_or_else(|| missing("lora_a"))?;
+        let rank = lora_a.value.dims()[1];
+        let candidates_a = layer
+            .candidates_a
+            .clone()
+            .ok_or_else(|| missing("candidates_a"))?;
+        Ok(Self {
+            pool_size: candidates_a.value.dims()[0],
+            weight: layer.weight.clone().ok_or_else(|| missing("weight"))?,
+            lora_b: layer.lora_b.clone().ok_or_else(|| missing("lora_b"))?,
+            candidates_b: layer
+                .candidates_b
+                .clone()
+                .ok_or_else(|| missing("candidates_b"))?,
+            slots: layer.slots.clone().ok_or_else(|| missing("slots"))?,
+            scaling: 1.0 / rank as f64,
+            lora_a,
+            candidates_a,
+            a_path,
+            b_path,
+            rank,
+        })
+    }
+}
+
+/// The new values of a layer after a switch, and the slots switched on each side.
+struct Switched {
+    weight: Tensor<2>,
+    lora_a: Tensor<2>,
+    lora_b: Tensor<2>,
+    candidates_a: Tensor<2>,
+    candidates_b: Tensor<2>,
+    slots_a: Vec<usize>,
+    slots_b: Vec<usize>,
+}
+
+impl Complete {
+    /// Switches `n` slots of each side, starting at the cursors, to the pool vectors that follow
+    /// the current ones (the reference's continuous order), and updates `slots`.
+    fn switch(&self, slots: &mut Slots, n: usize, step: i64) -> Switched {
+        let (rank, pool) = (self.rank, self.pool_size);
+        let plan = |cursor: usize, selected: &[usize]| {
+            let slots: Vec<usize> = (0..n).map(|k| (cursor + k) % rank).collect();
+            let first = selected[(slots[0] + rank - 1) % rank] + 1;
+            let fresh: Vec<usize> = (0..n).map(|k| (first + k) % pool).collect();
+            (slots, fresh)
+        };
+        let (slots_a, fresh_a) = plan(slots.cursor_a, &slots.selected_a);
+        let (slots_b, fresh_b) = plan(slots.cursor_b, &slots.selected_b);
+        let device = self.lora_a.value.device();
+        let weight = self.weight.value.clone().detach();
+        let a = self.lora_a.value.clone().detach();
+        let b = self.lora_b.value.clone().detach();
+
+        // lora_a's columns: W += s (A[:, S] - C^T) B[S, :].
+        let old_a = a.clone().select(1, indices(&slots_a, &device)); // [in, n]
+        let new_a = to_device(rows(&self.candidates_a.value, &fresh_a), &device).transpose();
+        let b_rows = b.clone().select(0, indices(&slots_a, &device)); // [n, out]
+        let weight = weight.add(
+            old_a
+                .clone()
+                .sub(new_a.clone())
+                .matmul(b_rows)
+                .mul_scalar(self.scaling),
+        );
+        let pool_device = self.candidates_a.value.device();
+        let returned_a: Vec<usize> = slots_a.iter().map(|&i| slots.selected_a[i]).collect();
+        let candidates_a = assign(
+            self.candidates_a.value.clone(),
+            0,
+            &returned_a,
+            to_device(old_a.transpose(), &pool_device),
+        );
+        let a = assign(a, 1, &slots_a, new_a);
+
+        // lora_b's rows: W += s A[:, S] (B[S, :] - C), with A already switched (its slots differ).
+        let old_b = b.clone().select(0, indices(&slots_b, &device)); // [n, out]
+        let new_b = to_device(rows(&self.candidates_b.value, &fresh_b), &device);
+        let a_cols = a.clone().select(1, indices(&slots_b, &device)); // [in, n]
+        let weight = weight.add(
+            a_cols
+                .matmul(old_b.clone().sub(new_b.clone()))
+                .mul_scalar(self.scaling),
+        );
+        let returned_b: Vec<usize> = slots_b.iter().map(|&i| slots.selected_b[i]).collect();
+        let candidates_b = assign(
+            self.candidates_b.value.clone(),
+            0,
+            &returned_b,
+            to_device(old_b, &self.candidates_b.value.device()),
+        );
+        let b = assign(b, 0, &slots_b, new_b);
+
+        for (k, &slot) in slots_a.iter().enumerate() {
+            slots.selected_a[slot] = fresh_a[k];
+            slots.switched_a[slot] = step;
+        }
+        for (k, &slot) in slots_b.iter().enumerate() {
+            slots.selected_b[slot] = fresh_b[k];
+            slots.switched_b[slot] = step;
+        }
+        slots.cursor_a = (slots.cursor_a + n) % rank;
+        slots.cursor_b = (slots.cursor_b + n) % rank;
+        Switched {
+            weight,
+            lora_a: a,
+            lora_b: b,
+            candidates_a,
+            candidates_b,
+            slots_a,
+            slots_b,
+        }
+    }
+}
+
+/// `indices` as an index tensor on `device`.
+fn indices(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// `t[indices, :]`.
+pub(crate) fn rows(t: &Tensor<2>, rows: &[usize]) -> Tensor<2> {
+    t.clone().select(0, indices(rows, &t.device()))
+}
+
+/// `t` on `device` (through host data when the devices differ: pools and adapters may live on
+/// different backends).
+fn to_device(t: Tensor<2>, device: &Device) -> Tensor<2> {
+    if &t.device() == device {
+        t
+    } else {
+        Tensor::from_data(t.into_data(), device)
+    }
+}
+
+/// `t` with its slices `indices` along `dim` (0: rows, 1: columns) replaced by the slices of
+/// `values`, in order; contiguous runs are written with one `slice_assign` each, so the values
+/// are copied exactly.
+fn assign(t: Tensor<2>, dim: usize, indices: &[usize], values: Tensor<2>) -> Tensor<2> {
+    let mut t = t;
+    let mut k = 0;
+    while k < indices.len() {
+        let mut len = 1;
+        while k + len < indices.len() && indices[k + len] == indices[k] + len {
+            len += 1;
+        }
+        let [rows, cols] = t.dims();
+        let (start, piece) = (indices[k], values.clone().narrow(dim, k, len));
+        t = if dim == 0 {
+            t.slice_assign([start..start + len, 0..cols], piece)
+        } else {
+            t.slice_assign([0..rows, start..start + len], piece)
+        };
+        k += len;
+    }
+    t
+}
