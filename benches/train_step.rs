@@ -1,5 +1,7 @@
 //! One whole training step (forward, backward, global-norm clipping, optimizer) of the
 //! pretraining example's `tiny` model, per bundled recipe, on the same backend in one run.
+//! `switchlora` switches at the schedule's start-of-run rate (its most frequent); `lora` is the
+//! same SwitchLoRA model and optimizer without switching (plain LoRA).
 //! Run: `cargo bench --bench train_step`; compare each recipe's time to `adamw`'s.
 
 #[allow(dead_code)]
@@ -40,9 +42,12 @@ fn bench_train_step(c: &mut Criterion) {
         "dct-adamw",
         "apollo",
         "apollo-mini",
+        "switchlora",
+        "lora",
     ];
     for name in names {
-        let mut recipe = Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+        let file = if name == "lora" { "switchlora" } else { name };
+        let mut recipe = Recipe::load(format!("optimizers/{file}.toml")).unwrap();
         // The preset's rank, as the example uses it (APOLLO-Mini keeps rank 1, FRUGAL its rho).
         if let Some(section) = recipe.section_mut() {
             if section.rank.is_some_and(|r| r > 1) {
@@ -50,17 +55,25 @@ fn bench_train_step(c: &mut Criterion) {
             }
         }
         device.seed(1);
-        let mut model = Some(dims.init(&device));
-        let mut optim = recipe
-            .build(model.as_ref().unwrap(), &Router::llama())
+        let mut model = Some(dims.init(&device, recipe.adapter_rank()).unwrap());
+        // A run long enough that the switching rate stays at its start value.
+        let (mut optim, switcher) = recipe
+            .build_with_switcher(model.as_ref().unwrap(), &Router::llama(), 1 << 30)
             .unwrap();
+        let switcher = switcher.filter(|_| name != "lora");
         let mut batches = data::Batches::new(1, 16, 128);
+        let mut step = 0;
         group.bench_function(name, |b| {
             b.iter(|| {
                 let m = model.take().unwrap();
                 let loss = m.loss(batches.next(&corpus.train, &device));
                 let grads = GradientsParams::from_grads(loss.backward(), &m);
                 let (grads, _) = clip_grad_norm(grads, &m, 1.0);
+                let m = match &switcher {
+                    Some(s) => s.switch(m, step).unwrap().0,
+                    None => m,
+                };
+                step += 1;
                 model = Some(optim.step(1e-3, m, grads));
             })
         });

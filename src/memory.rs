@@ -10,9 +10,9 @@
 //! scalars (step counters, seeds) are not counted; the AdamW baseline is two `f32` moments per
 //! weight.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::optim::{AdamW, ModuleOptimizer};
 
 use crate::apollo::Apollo;
@@ -23,6 +23,7 @@ use crate::galore::GaLore;
 use crate::groups::{ParamInfo, Router};
 use crate::matrix::is_matrix_shape;
 use crate::projection::SubspaceManager;
+use crate::switchlora::adapter_and_pool_ids;
 
 /// Bytes of one `f32` state entry.
 pub const F32_BYTES: usize = 4;
@@ -156,11 +157,12 @@ impl MemoryReport {
                 *per_param.entry(id).or_default() += data.len();
             }
         }
-        let params = ParamInfo::collect(module)
+        let (adapters, _) = adapter_and_pool_ids(module);
+        let params = model_params(module)
             .into_iter()
             .map(|p| ParamMemory {
                 state_bytes: per_param.get(&p.id.val()).copied().unwrap_or(0),
-                adamw_bytes: 2 * F32_BYTES * p.numel(),
+                adamw_bytes: adamw_bytes(&p, &adapters),
                 path: p.path,
                 shape: p.shape,
             })
@@ -179,7 +181,8 @@ impl MemoryReport {
         projected: &impl StateFootprint,
         dense: &impl StateFootprint,
     ) -> Self {
-        let params = ParamInfo::collect(module)
+        let (adapters, _) = adapter_and_pool_ids(module);
+        let params = model_params(module)
             .into_iter()
             .map(|p| {
                 let state_bytes = if router.is_projected(&p) {
@@ -189,7 +192,7 @@ impl MemoryReport {
                 };
                 ParamMemory {
                     state_bytes,
-                    adamw_bytes: 2 * F32_BYTES * p.numel(),
+                    adamw_bytes: adamw_bytes(&p, &adapters),
                     path: p.path,
                     shape: p.shape,
                 }
@@ -217,6 +220,25 @@ impl MemoryReport {
             0 => 0.0,
             adamw => self.state_bytes() as f64 / adamw as f64,
         }
+    }
+}
+
+/// The parameters of `module` that are model weights: all but SwitchLoRA candidate pools.
+fn model_params<M: Module>(module: &M) -> Vec<ParamInfo> {
+    let (_, pools) = adapter_and_pool_ids(module);
+    ParamInfo::collect(module)
+        .into_iter()
+        .filter(|p| !pools.contains(&p.id))
+        .collect()
+}
+
+/// What AdamW would hold for `param` in the dense model: two moments, nothing for SwitchLoRA
+/// adapters (the dense model has the base weight in their place, counted on its own line).
+fn adamw_bytes(param: &ParamInfo, adapters: &HashSet<ParamId>) -> usize {
+    if adapters.contains(&param.id) {
+        0
+    } else {
+        2 * F32_BYTES * param.numel()
     }
 }
 

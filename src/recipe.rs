@@ -49,6 +49,9 @@ use crate::projection::{
     DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod, SubspaceConfig,
 };
 use crate::scaling::ScaleGranularity;
+use crate::switchlora::{
+    AdapterFootprint, CandidatePlacement, SwitchLoraConfig, SwitchScheduleConfig, Switcher,
+};
 
 /// Which optimizer a recipe builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -64,6 +67,9 @@ pub enum OptimizerKind {
     Frugal,
     /// [`Apollo`](crate::Apollo) on routed matrices, AdamW on the rest.
     Apollo,
+    /// [SwitchLoRA](crate::switchlora): the routed linears become SwitchLoRA layers, their
+    /// adapters get per-vector AdamW, the rest AdamW.
+    Switchlora,
 }
 
 impl OptimizerKind {
@@ -75,6 +81,7 @@ impl OptimizerKind {
             OptimizerKind::Fira => "fira",
             OptimizerKind::Frugal => "frugal",
             OptimizerKind::Apollo => "apollo",
+            OptimizerKind::Switchlora => "switchlora",
         }
     }
 
@@ -86,6 +93,9 @@ impl OptimizerKind {
             OptimizerKind::Fira => &["scale", "gamma", "scaling"],
             OptimizerKind::Frugal => &["rho", "residual", "proj_lr_scale", "inactive_lr_scale"],
             OptimizerKind::Apollo => &["scale", "gamma", "scaling", "scale_front", "limiter"],
+            OptimizerKind::Switchlora => {
+                &["interval", "descent_fraction", "freeze_steps", "candidates"]
+            }
         }
     }
 }
@@ -121,6 +131,10 @@ pub struct OptimizerSection {
     pub residual: Option<String>,
     pub proj_lr_scale: Option<f32>,
     pub inactive_lr_scale: Option<f32>,
+    pub interval: Option<usize>,
+    pub descent_fraction: Option<f64>,
+    pub freeze_steps: Option<usize>,
+    pub candidates: Option<String>,
 }
 
 /// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
@@ -290,6 +304,9 @@ pub struct Recipe {
     /// APOLLO keys (for `optimizer = "apollo"`).
     #[serde(default)]
     pub apollo: Option<OptimizerSection>,
+    /// SwitchLoRA keys (for `optimizer = "switchlora"`).
+    #[serde(default)]
+    pub switchlora: Option<OptimizerSection>,
     /// AdamW hyperparameters for the dense parameters.
     #[serde(default)]
     pub dense: DenseSection,
@@ -349,6 +366,7 @@ impl Recipe {
             OptimizerKind::Fira => &mut self.fira,
             OptimizerKind::Frugal => &mut self.frugal,
             OptimizerKind::Apollo => &mut self.apollo,
+            OptimizerKind::Switchlora => &mut self.switchlora,
         };
         Some(slot.get_or_insert_with(Default::default))
     }
@@ -361,6 +379,7 @@ impl Recipe {
             OptimizerKind::Fira => &self.fira,
             OptimizerKind::Frugal => &self.frugal,
             OptimizerKind::Apollo => &self.apollo,
+            OptimizerKind::Switchlora => &self.switchlora,
         }
     }
 
@@ -393,18 +412,29 @@ impl Recipe {
             OptimizerKind::Fira => self.fira_config().map(drop),
             OptimizerKind::Frugal => self.frugal_config().map(drop),
             OptimizerKind::Apollo => self.apollo_config().map(drop),
+            OptimizerKind::Switchlora => self.switchlora_config(1).map(drop),
         }
     }
 
     /// Only the table of the chosen optimizer may appear, holding only keys that apply to it.
     fn check_tables(&self, table: &toml::Table) -> Result<()> {
-        const ALL: [OptimizerKind; 4] = [
+        const ALL: [OptimizerKind; 5] = [
             OptimizerKind::Galore,
             OptimizerKind::Fira,
             OptimizerKind::Frugal,
             OptimizerKind::Apollo,
+            OptimizerKind::Switchlora,
         ];
-        const OWN_KEYS: [&str; 9] = [
+        // SwitchLoRA has no subspace: of the shared keys it takes only these.
+        const SWITCHLORA_SHARED: [&str; 6] = [
+            "rank",
+            "seed",
+            "beta_1",
+            "beta_2",
+            "epsilon",
+            "weight_decay",
+        ];
+        const OWN_KEYS: [&str; 13] = [
             "scale",
             "gamma",
             "scaling",
@@ -414,6 +444,10 @@ impl Recipe {
             "residual",
             "proj_lr_scale",
             "inactive_lr_scale",
+            "interval",
+            "descent_fraction",
+            "freeze_steps",
+            "candidates",
         ];
         for kind in ALL {
             let Some(section) = table.get(kind.table()).and_then(|t| t.as_table()) else {
@@ -435,6 +469,16 @@ impl Recipe {
                         field,
                         value: format!("set in [{}]", kind.table()),
                         expected: "a key of another optimizer (see the recipe module docs)",
+                    });
+                }
+                let switchlora = kind == OptimizerKind::Switchlora;
+                let own = kind.own_keys().contains(&key.as_str());
+                if switchlora && !own && !SWITCHLORA_SHARED.contains(&key.as_str()) {
+                    return Err(Error::InvalidConfig {
+                        field: "switchlora",
+                        value: format!("`{key}` set in [switchlora]"),
+                        expected: "no subspace keys: SwitchLoRA takes rank, seed, the Adam \
+                                   keys, interval, descent_fraction, freeze_steps, candidates",
                     });
                 }
             }
@@ -541,6 +585,62 @@ impl Recipe {
         Ok(c)
     }
 
+    /// The SwitchLoRA config for a run of `total_steps` steps (defaults overridden by the
+    /// `[switchlora]` table), validated.
+    pub fn switchlora_config(&self, total_steps: usize) -> Result<SwitchLoraConfig> {
+        let s = self.table_of(OptimizerKind::Switchlora);
+        if let Some(rank) = s.rank {
+            crate::error::check::positive_count("rank", rank)?;
+        }
+        let mut schedule = SwitchScheduleConfig::new(total_steps);
+        set!(schedule.interval, s.interval);
+        set!(schedule.descent_fraction, s.descent_fraction);
+        set!(schedule.freeze_steps, s.freeze_steps);
+        set!(schedule.seed, s.seed);
+        let mut c = SwitchLoraConfig::new(schedule);
+        set_adam!(c, s);
+        c.validate()?;
+        self.candidate_placement()?;
+        Ok(c)
+    }
+
+    /// The rank of the SwitchLoRA adapters the model should be built with (`None` unless
+    /// `optimizer = "switchlora"`; the reference's 128 when the table leaves it out).
+    pub fn adapter_rank(&self) -> Option<usize> {
+        (self.optimizer == OptimizerKind::Switchlora)
+            .then(|| self.section().and_then(|s| s.rank).unwrap_or(128))
+    }
+
+    /// Where SwitchLoRA layers keep their candidate pools (`candidates = "host" | "device"`).
+    pub fn candidate_placement(&self) -> Result<CandidatePlacement> {
+        let value = self.section().and_then(|s| s.candidates.as_deref());
+        let options = [
+            ("host", CandidatePlacement::Host),
+            ("device", CandidatePlacement::Device),
+        ];
+        value.map_or(Ok(CandidatePlacement::Host), |v| {
+            choose("candidates", v, &options, "one of host, device")
+        })
+    }
+
+    /// The optimizer for `module` and, for SwitchLoRA, its switcher (`total_steps` sets the
+    /// switching schedule). A SwitchLoRA recipe needs a module built with
+    /// [`adapter_rank`](Self::adapter_rank)-rank SwitchLoRA layers.
+    pub fn build_with_switcher<M: Module>(
+        &self,
+        module: &M,
+        router: &Router,
+        total_steps: usize,
+    ) -> Result<(ModuleOptimizer, Option<Switcher>)> {
+        if self.optimizer != OptimizerKind::Switchlora {
+            return Ok((self.build(module, router)?, None));
+        }
+        let (optim, switcher) = self
+            .switchlora_config(total_steps)?
+            .build(module, self.dense())?;
+        Ok((optim, Some(switcher)))
+    }
+
     fn dense(&self) -> AdamW {
         self.adamw_config().build()
     }
@@ -579,6 +679,13 @@ impl Recipe {
         self.check_rank(module, router)?;
         let dense = self.dense();
         Ok(match self.optimizer {
+            OptimizerKind::Switchlora => {
+                return Err(Error::InvalidConfig {
+                    field: "optimizer",
+                    value: "\"switchlora\" in Recipe::build".into(),
+                    expected: "Recipe::build_with_switcher (SwitchLoRA also switches the model)",
+                })
+            }
             OptimizerKind::Adamw => ModuleOptimizer::from(dense),
             OptimizerKind::Galore => router.build(module, self.galore_config()?.init()?, dense),
             OptimizerKind::Fira => router.build(module, self.fira_config()?.init()?, dense),
@@ -588,6 +695,8 @@ impl Recipe {
     }
 
     /// The optimizer-state memory [`build`](Self::build) will hold for `module`, from shapes only.
+    /// For SwitchLoRA, `module` is the dense model: each routed matrix counts as a
+    /// [`adapter_rank`](Self::adapter_rank)-rank SwitchLoRA layer.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
         let dense = self.dense();
         Ok(match self.optimizer {
@@ -605,6 +714,10 @@ impl Recipe {
             }
             OptimizerKind::Apollo => {
                 MemoryReport::estimate(module, router, &self.apollo_config()?.init()?, &dense)
+            }
+            OptimizerKind::Switchlora => {
+                let rank = self.adapter_rank().unwrap_or(128);
+                MemoryReport::estimate(module, router, &AdapterFootprint { rank }, &dense)
             }
         })
     }

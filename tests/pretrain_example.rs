@@ -50,7 +50,7 @@ fn logits_have_the_right_shape_and_never_see_later_tokens() {
     let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device();
     device.seed(3);
-    let model = DIMS.init(&device);
+    let model = DIMS.init(&device, None).unwrap();
     let seq: Vec<i64> = (0..12).map(|i| (i * 37 + 5) % 256).collect();
     let logits = model.forward(tokens(&seq, 1));
     assert_eq!(logits.dims(), [1, 12, 256]);
@@ -89,7 +89,7 @@ fn presets_have_the_published_sizes() {
         let args = Args::parse_from(["pretrain_llama", "--preset", name]);
         let dims = args.settings(32_000).unwrap().dims;
         // Lazily initialized: this allocates no weights.
-        let model = dims.init(&common::device());
+        let model = dims.init(&common::device(), None).unwrap();
         let params: usize = ParamInfo::collect(&model).iter().map(|p| p.numel()).sum();
         let got = params as f64 / 1e6;
         assert!(
@@ -97,13 +97,38 @@ fn presets_have_the_published_sizes() {
             "{name}: {got:.1}M parameters"
         );
     }
-    let paths: Vec<String> = ParamInfo::collect(&DIMS.init(&common::device()))
+    let paths: Vec<String> = ParamInfo::collect(&DIMS.init(&common::device(), None).unwrap())
         .into_iter()
         .map(|p| p.path)
         .collect();
-    assert!(paths.contains(&"layers.1.attention.wq.weight".to_string()));
-    assert!(paths.contains(&"layers.0.feed_forward.w3.weight".to_string()));
+    assert!(paths.contains(&"layers.1.attention.wq.Dense.weight".to_string()));
+    assert!(paths.contains(&"layers.0.feed_forward.w3.Dense.weight".to_string()));
     assert!(paths.contains(&"output.weight".to_string()));
+}
+
+#[test]
+fn a_switchlora_model_merges_back_to_dense_linears_computing_the_same() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::device();
+    device.seed(5);
+    let adapted = DIMS.init(&device, Some(8)).unwrap();
+    let paths: Vec<String> = ParamInfo::collect(&adapted)
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert!(paths.contains(&"layers.1.attention.wq.SwitchLora.lora_a".to_string()));
+    assert!(paths.contains(&"output.weight".to_string()));
+    let seq: Vec<i64> = (0..12).map(|i| (i * 31 + 7) % 256).collect();
+    let expected = common::values(&adapted.forward(tokens(&seq, 1)));
+    let merged = adapted.merge_adapters().unwrap();
+    let back = common::values(&merged.forward(tokens(&seq, 1)));
+    assert!(common::max_abs_diff(&expected, &back) < 1e-4);
+    assert!(
+        merged.merge_adapters().is_err(),
+        "merging twice is an error"
+    );
+    let err = DIMS.init(&device, Some(40)).unwrap_err();
+    assert!(err.contains("rank"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod common;
 
 use burn::nn::{Linear, LinearConfig};
 use lowrank_optim::recipe::{OptimizerKind, Recipe};
+use lowrank_optim::switchlora::{CandidatePlacement, SwitchLoraLinearConfig};
 use lowrank_optim::{Error, MomentPolicy, ProjectionMethod, Residual, Router, ScaleGranularity};
 
 fn reason(result: Result<Recipe, Error>) -> String {
@@ -106,8 +107,22 @@ fn every_bundled_recipe_builds_an_optimizer_and_a_memory_estimate() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let recipe = Recipe::load(&path).unwrap();
-            recipe.build(&model, &Router::llama()).unwrap();
-            let report = recipe.estimate_memory(&model, &Router::llama()).unwrap();
+            let router = Router::llama();
+            match recipe.adapter_rank() {
+                // SwitchLoRA builds from a model with SwitchLoRA layers.
+                Some(rank) => {
+                    let adapted = SwitchLoraLinearConfig::new(256, 300, rank)
+                        .init(&common::device())
+                        .unwrap();
+                    let (_, switcher) = recipe.build_with_switcher(&adapted, &router, 100).unwrap();
+                    assert!(switcher.is_some());
+                    assert!(recipe.build(&model, &router).is_err());
+                }
+                None => {
+                    recipe.build(&model, &router).unwrap();
+                }
+            }
+            let report = recipe.estimate_memory(&model, &router).unwrap();
             assert!(report.state_bytes() > 0, "{}", recipe.name);
             count += 1;
         }
@@ -216,4 +231,39 @@ fn a_missing_file_is_a_recipe_error_naming_the_path() {
         Err(e @ Error::Recipe { .. }) => assert!(e.to_string().contains("no-such-recipe.toml")),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_switchlora_recipe_has_the_published_settings_and_its_own_keys() {
+    let recipe = Recipe::load("optimizers/switchlora.toml").unwrap();
+    assert_eq!(recipe.optimizer, OptimizerKind::Switchlora);
+    assert_eq!(recipe.lr, 0.02);
+    assert_eq!(recipe.adapter_rank(), Some(128));
+    assert_eq!(
+        recipe.candidate_placement().unwrap(),
+        CandidatePlacement::Host
+    );
+    let config = recipe.switchlora_config(40_000).unwrap();
+    assert_eq!(config.schedule.interval, 40);
+    assert_eq!(config.schedule.descent_fraction, 0.1);
+    assert_eq!(config.schedule.freeze_steps, 5);
+    assert_eq!(config.schedule.total_steps, 40_000);
+    assert_eq!(config.weight_decay, 0.0);
+
+    let with = |table: &str| {
+        Recipe::from_toml_str(
+            "s",
+            &format!("optimizer = 'switchlora'\nlr = 0.02\n{table}"),
+        )
+    };
+    // Subspace keys mean nothing to SwitchLoRA; its keys mean nothing to the others.
+    assert!(reason(with("[switchlora]\nupdate_proj_gap = 200")).contains("update_proj_gap"));
+    let why = reason(Recipe::from_toml_str(
+        "g",
+        "optimizer = 'galore'\nlr = 0.01\n[galore]\ninterval = 40",
+    ));
+    assert!(why.contains("interval"), "{why}");
+    assert!(reason(with("[switchlora]\ncandidates = 'disk'")).contains("candidates"));
+    assert!(reason(with("[switchlora]\ninterval = 6")).contains("interval"));
+    assert!(reason(with("[switchlora]\nrank = 0")).contains("rank"));
 }

@@ -10,11 +10,12 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{max_abs_diff, values};
+use lowrank_optim::switchlora::AdapterFootprint;
 use lowrank_optim::switchlora::{
     init_bounds, load_record, Slots, SwitchLoraConfig, SwitchLoraLinear, SwitchLoraLinearConfig,
     SwitchLoraMemory, SwitchScheduleConfig, SwitchableLinear, Switcher,
 };
-use lowrank_optim::{Error, MemoryReport};
+use lowrank_optim::{Error, MemoryReport, Router};
 
 const D_IN: usize = 12;
 const D_OUT: usize = 10;
@@ -380,6 +381,25 @@ fn memory_figures_match_the_optimizer_record() {
     assert_eq!(memory.frozen_bytes, 4 * D_IN * D_OUT);
     assert_eq!(memory.candidate_bytes, 4 * D_OUT * (D_IN + D_OUT));
     assert_eq!(memory.adamw_bytes, 8 * (D_IN * D_OUT + head));
+    assert_eq!(measured.adamw_bytes(), memory.adamw_bytes);
+
+    // The same figures from the dense model's shapes alone (what `--report-memory` uses).
+    #[derive(Module, Debug)]
+    struct DenseNet {
+        layer: Linear,
+        head: Linear,
+    }
+    let dense = DenseNet {
+        layer: LinearConfig::new(D_IN, D_OUT)
+            .with_bias(false)
+            .init(&device),
+        head: LinearConfig::new(D_OUT, 3).init(&device),
+    };
+    let router = Router::from_regex(r"^layer\.").unwrap();
+    let footprint = AdapterFootprint { rank: RANK };
+    let estimate = MemoryReport::estimate(&dense, &router, &footprint, &AdamWConfig::new().build());
+    assert_eq!(estimate.state_bytes(), memory.optimizer_bytes);
+    assert_eq!(estimate.adamw_bytes(), memory.adamw_bytes);
 }
 
 #[test]

@@ -164,7 +164,7 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
     args.preset = name.to_string();
     let settings = args.settings(vocab)?;
     // Burn initializes parameters lazily: building the model allocates no weights.
-    let model = settings.dims.init(&Device::default());
+    let model = settings.dims.init(&Device::default(), None)?;
     let router = Router::llama();
     println!(
         "optimizer-state memory for {name} (vocab {vocab}, rank {}); f32 state counted exactly from shapes,\n\

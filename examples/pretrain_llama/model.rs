@@ -1,9 +1,12 @@
 //! A LLaMA-style decoder: token embedding, pre-norm blocks (RmsNorm, rotary causal multi-head
 //! attention without biases, SwiGLU MLP), final RmsNorm and an untied output head.
 //!
-//! Parameter names follow Burn's `llama-burn` (`layers.0.attention.wq.weight`,
-//! `layers.0.feed_forward.w1.weight`, `tok_embeddings.weight`, `output.weight`), which
-//! `lowrank_optim::Router::llama()` routes: attention/MLP matrices projected, the rest dense.
+//! Parameter names follow Burn's `llama-burn` (`layers.0.attention.wq`, `layers.0.feed_forward.w1`,
+//! `tok_embeddings.weight`, `output.weight`), which `lowrank_optim::Router::llama()` routes:
+//! attention/MLP matrices projected, the rest dense. The attention/MLP linears are
+//! `SwitchableLinear`s, so a SwitchLoRA recipe builds them as SwitchLoRA layers
+//! (`layers.0.attention.wq.SwitchLora.lora_a`) and every other recipe as dense ones
+//! (`layers.0.attention.wq.Dense.weight`).
 
 use burn::module::Module;
 use burn::nn::{
@@ -11,6 +14,7 @@ use burn::nn::{
     RotaryEncodingConfig,
 };
 use burn::tensor::{activation, Bool, Device, Int, Tensor};
+use lowrank_optim::switchlora::SwitchableLinear;
 
 /// Model dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,48 +57,57 @@ impl LlamaDims {
         Ok(())
     }
 
-    /// Builds the model with fresh weights.
-    pub fn init(&self, device: &Device) -> Llama {
+    /// Builds the model with fresh weights; with `adapter_rank`, the attention/MLP linears are
+    /// SwitchLoRA layers of that rank (an error names a rank too large for a layer).
+    pub fn init(&self, device: &Device, adapter_rank: Option<usize>) -> Result<Llama, String> {
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let adapted = |i, o| {
+            let config = LinearConfig::new(i, o).with_bias(false);
+            SwitchableLinear::new(&config, adapter_rank, device).map_err(|e| e.to_string())
+        };
         let norm = || {
             RmsNormConfig::new(self.d_model)
                 .with_epsilon(1e-6)
                 .init(device)
         };
-        Llama {
-            tok_embeddings: EmbeddingConfig::new(self.vocab, self.d_model).init(device),
-            layers: (0..self.layers)
-                .map(|_| Block {
+        let d = self.d_model;
+        let layers = (0..self.layers)
+            .map(|_| {
+                Ok(Block {
                     attention_norm: norm(),
                     attention: Attention {
-                        wq: linear(self.d_model, self.d_model),
-                        wk: linear(self.d_model, self.d_model),
-                        wv: linear(self.d_model, self.d_model),
-                        wo: linear(self.d_model, self.d_model),
+                        wq: adapted(d, d)?,
+                        wk: adapted(d, d)?,
+                        wv: adapted(d, d)?,
+                        wo: adapted(d, d)?,
                         heads: self.heads,
                     },
                     ffn_norm: norm(),
                     feed_forward: FeedForward {
-                        w1: linear(self.d_model, self.ffn),
-                        w2: linear(self.ffn, self.d_model),
-                        w3: linear(self.d_model, self.ffn),
+                        w1: adapted(d, self.ffn)?,
+                        w2: adapted(self.ffn, d)?,
+                        w3: adapted(d, self.ffn)?,
                     },
                 })
-                .collect(),
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Llama {
+            tok_embeddings: EmbeddingConfig::new(self.vocab, d).init(device),
+            layers,
             norm: norm(),
-            output: linear(self.d_model, self.vocab),
-            rope: RotaryEncodingConfig::new(self.max_seq, self.d_model / self.heads).init(device),
-        }
+            output: linear(d, self.vocab),
+            rope: RotaryEncodingConfig::new(self.max_seq, d / self.heads).init(device),
+        })
     }
 }
 
 /// Causal self-attention with rotary position encoding and no biases.
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub wq: Linear,
-    pub wk: Linear,
-    pub wv: Linear,
-    pub wo: Linear,
+    pub wq: SwitchableLinear,
+    pub wk: SwitchableLinear,
+    pub wv: SwitchableLinear,
+    pub wo: SwitchableLinear,
     pub heads: usize,
 }
 
@@ -122,9 +135,9 @@ impl Attention {
 /// SwiGLU MLP: `w2(silu(w1 x) * w3 x)`.
 #[derive(Module, Debug)]
 pub struct FeedForward {
-    pub w1: Linear,
-    pub w2: Linear,
-    pub w3: Linear,
+    pub w1: SwitchableLinear,
+    pub w2: SwitchableLinear,
+    pub w3: SwitchableLinear,
 }
 
 impl FeedForward {
@@ -154,6 +167,28 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// Folds every SwitchLoRA adapter into its base weight: the same function with dense linears.
+    pub fn merge_adapters(mut self) -> Result<Llama, String> {
+        let merge = |l: SwitchableLinear| l.merge().map_err(|e| e.to_string());
+        for block in &mut self.layers {
+            let a = block.attention.clone();
+            block.attention = Attention {
+                wq: merge(a.wq)?,
+                wk: merge(a.wk)?,
+                wv: merge(a.wv)?,
+                wo: merge(a.wo)?,
+                heads: a.heads,
+            };
+            let f = block.feed_forward.clone();
+            block.feed_forward = FeedForward {
+                w1: merge(f.w1)?,
+                w2: merge(f.w2)?,
+                w3: merge(f.w3)?,
+            };
+        }
+        Ok(self)
+    }
+
     /// Logits `[batch, seq, vocab]` for tokens `[batch, seq]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let [batch, seq] = tokens.dims();

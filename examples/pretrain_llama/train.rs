@@ -227,8 +227,7 @@ fn load_checkpoint(
     }
     let record = ModuleRecord::load(dir.join("model.bpk"))
         .map_err(|e| format!("cannot resume: model record: {e}"))?;
-    let model = model
-        .try_load_record(record)
+    let model = lowrank_optim::switchlora::load_record(model, record)
         .map_err(|e| format!("cannot resume: model record does not fit the model: {e}"))?;
     let optim = optim
         .load(dir.join("optimizer.bpk"))
@@ -262,9 +261,11 @@ pub fn run(
     };
 
     device.seed(args.seed);
-    let model = settings.dims.init(device);
+    let model = settings.dims.init(device, recipe.adapter_rank())?;
     let router = Router::llama();
-    let optim = recipe.build(&model, &router).map_err(|e| e.to_string())?;
+    let (optim, switcher) = recipe
+        .build_with_switcher(&model, &router, settings.steps)
+        .map_err(|e| e.to_string())?;
     let (mut model, mut optim, mut state) = match &args.resume {
         Some(dir) => load_checkpoint(dir, &identity, model, optim)?,
         None => {
@@ -328,6 +329,12 @@ pub fn run(
         if clip > 0.0 {
             grads = clip_grad_norm(grads, &model, clip).0;
         }
+        if let Some(switcher) = &switcher {
+            model = switcher
+                .switch(model, state.step)
+                .map_err(|e| e.to_string())?
+                .0;
+        }
         model = optim.step(lr_now, model, grads);
         let elapsed = started.elapsed().as_secs_f64();
         state.step_ms_total += 1e3 * elapsed;
@@ -368,6 +375,9 @@ pub fn run(
     bar.finish_and_clear();
 
     let memory = MemoryReport::measure(&optim, &model).map_err(|e| e.to_string())?;
+    if switcher.is_some() && state.step == settings.steps {
+        merge_and_save(model, &out, corpus, settings, device)?;
+    }
     let summary = Summary {
         name: recipe.name.clone(),
         steps: settings.steps,
@@ -384,6 +394,29 @@ pub fn run(
     std::fs::write(out.join("history.csv"), csv)
         .map_err(|e| format!("cannot write history: {e}"))?;
     Ok(summary)
+}
+
+/// Folds the SwitchLoRA adapters into plain linears, checks the merged model validates the same,
+/// and saves it as `<out>/merged.bpk` (a dense model any recipe's code can load).
+fn merge_and_save(
+    model: Llama,
+    out: &Path,
+    corpus: &Corpus,
+    settings: &RunSettings,
+    device: &Device,
+) -> Result<(), String> {
+    let (seq, batch) = (settings.seq_len, settings.batch_size);
+    let before = validation_loss(&model, corpus, seq, batch, device);
+    let merged = model.merge_adapters()?;
+    let after = validation_loss(&merged, corpus, seq, batch, device);
+    if (before - after).abs() > 1e-3 * before.abs().max(1.0) {
+        return Err(format!(
+            "merging the adapters changed the validation loss from {before} to {after}"
+        ));
+    }
+    merged
+        .save_file(out.join("merged.bpk"))
+        .map_err(|e| format!("cannot save the merged model: {e}"))
 }
 
 /// Where a run's summary lands.

@@ -4,7 +4,7 @@
 //! Burn's visitors report each field with the name of the struct that owns it, which is how the
 //! layers are found without the model implementing anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Int, Tensor};
@@ -50,6 +50,26 @@ pub(crate) fn find_layers<M: Module>(model: &M) -> Vec<LayerParts> {
     let mut finder = Finder::default();
     model.visit(&mut finder);
     finder.layers
+}
+
+/// The ids of every layer's adapters (`lora_a`, `lora_b`) and of its candidate pools.
+pub(crate) fn adapter_and_pool_ids<M: Module>(model: &M) -> (HashSet<ParamId>, HashSet<ParamId>) {
+    let (mut adapters, mut pools) = (HashSet::new(), HashSet::new());
+    for layer in find_layers(model) {
+        adapters.extend(
+            [&layer.lora_a, &layer.lora_b]
+                .into_iter()
+                .flatten()
+                .map(|p| p.id),
+        );
+        pools.extend(
+            [&layer.candidates_a, &layer.candidates_b]
+                .into_iter()
+                .flatten()
+                .map(|p| p.id),
+        );
+    }
+    (adapters, pools)
 }
 
 #[derive(Default)]

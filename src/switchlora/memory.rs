@@ -8,7 +8,31 @@ use burn::store::ModuleRecord;
 use super::layers::find_layers;
 use crate::error::{Error, Result};
 use crate::groups::ParamInfo;
-use crate::memory::{format_bytes, F32_BYTES};
+use crate::memory::{format_bytes, StateFootprint, F32_BYTES};
+
+/// The optimizer state of a rank-`rank` SwitchLoRA layer in place of a dense matrix, for
+/// [`MemoryReport::estimate`](crate::MemoryReport::estimate) on the dense model: the adapters'
+/// two moments `2 r (d_in + d_out)` plus a step and a freeze counter per vector (`4 r`), in `f32`.
+///
+/// ```
+/// use lowrank_optim::switchlora::AdapterFootprint;
+/// use lowrank_optim::StateFootprint;
+///
+/// assert_eq!(AdapterFootprint { rank: 8 }.state_bytes(&[64, 32]), 4 * (2 * 8 * 96 + 4 * 8));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterFootprint {
+    /// The adapter rank (clamped to the matrix's smaller side).
+    pub rank: usize,
+}
+
+impl StateFootprint for AdapterFootprint {
+    fn state_bytes(&self, shape: &[usize]) -> usize {
+        let [d_in, d_out] = [shape[0], shape.get(1).copied().unwrap_or(1)];
+        let rank = self.rank.min(d_in).min(d_out);
+        F32_BYTES * (2 * rank * (d_in + d_out) + 4 * rank)
+    }
+}
 
 /// Memory of a SwitchLoRA model, in bytes, from shapes alone.
 ///

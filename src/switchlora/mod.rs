@@ -17,6 +17,7 @@
 //! run exactly (the switch draws are a function of the step).
 
 mod layers;
+pub(crate) use layers::adapter_and_pool_ids;
 mod linear;
 mod memory;
 mod optim;
@@ -28,7 +29,7 @@ pub use linear::{
     init_bounds, CandidatePlacement, Slots, SwitchLoraLinear, SwitchLoraLinearConfig,
     SwitchableLinear,
 };
-pub use memory::{load_record, SwitchLoraMemory};
+pub use memory::{load_record, AdapterFootprint, SwitchLoraMemory};
 pub use optim::{AdapterAdam, AdapterAdamState, SwitchLoraConfig, Vectors};
 pub use resident::Resident;
 pub use schedule::SwitchScheduleConfig;

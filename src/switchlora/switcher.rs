@@ -232,43 +232,47 @@ impl Complete {
         let a = self.lora_a.value.clone().detach();
         let b = self.lora_b.value.clone().detach();
 
-        // lora_a's columns: W += s (A[:, S] - C^T) B[S, :].
+        // lora_a's columns S: W += s (A[:, S] - C_a^T) B[S, :]; lora_b's rows T (disjoint from
+        // S): W += s A[:, T] (B[T, :] - C_b). Both as one [d_in, 2n] x [2n, d_out] product.
         let old_a = a.clone().select(1, indices(&slots_a, &device)); // [in, n]
         let new_a = to_device(rows(&self.candidates_a.value, &fresh_a), &device).transpose();
-        let b_rows = b.clone().select(0, indices(&slots_a, &device)); // [n, out]
-        let weight = weight.add(
-            old_a
-                .clone()
-                .sub(new_a.clone())
-                .matmul(b_rows)
-                .mul_scalar(self.scaling),
-        );
-        let pool_device = self.candidates_a.value.device();
-        let returned_a: Vec<usize> = slots_a.iter().map(|&i| slots.selected_a[i]).collect();
-        let candidates_a = assign(
-            self.candidates_a.value.clone(),
-            0,
-            &returned_a,
-            to_device(old_a.transpose(), &pool_device),
-        );
-        let a = assign(a, 1, &slots_a, new_a);
-
-        // lora_b's rows: W += s A[:, S] (B[S, :] - C), with A already switched (its slots differ).
         let old_b = b.clone().select(0, indices(&slots_b, &device)); // [n, out]
         let new_b = to_device(rows(&self.candidates_b.value, &fresh_b), &device);
-        let a_cols = a.clone().select(1, indices(&slots_b, &device)); // [in, n]
-        let weight = weight.add(
-            a_cols
-                .matmul(old_b.clone().sub(new_b.clone()))
-                .mul_scalar(self.scaling),
+        let left = Tensor::cat(
+            vec![
+                old_a.clone().sub(new_a.clone()),
+                a.clone().select(1, indices(&slots_b, &device)),
+            ],
+            1,
         );
-        let returned_b: Vec<usize> = slots_b.iter().map(|&i| slots.selected_b[i]).collect();
-        let candidates_b = assign(
-            self.candidates_b.value.clone(),
+        let right = Tensor::cat(
+            vec![
+                b.clone().select(0, indices(&slots_a, &device)),
+                old_b.clone().sub(new_b.clone()),
+            ],
             0,
-            &returned_b,
-            to_device(old_b, &self.candidates_b.value.device()),
         );
+        let weight = weight.add(left.mul_scalar(self.scaling).matmul(right));
+
+        // The old vectors go back to their pool slots; the new ones into the adapters.
+        let returned = |slots_: &[usize], selected: &[usize]| -> Vec<usize> {
+            slots_.iter().map(|&i| selected[i]).collect()
+        };
+        let pool_a = &self.candidates_a.value;
+        let candidates_a = assign(
+            pool_a.clone(),
+            0,
+            &returned(&slots_a, &slots.selected_a),
+            to_device(old_a.transpose(), &pool_a.device()),
+        );
+        let pool_b = &self.candidates_b.value;
+        let candidates_b = assign(
+            pool_b.clone(),
+            0,
+            &returned(&slots_b, &slots.selected_b),
+            to_device(old_b, &pool_b.device()),
+        );
+        let a = assign(a, 1, &slots_a, new_a);
         let b = assign(b, 0, &slots_b, new_b);
 
         for (k, &slot) in slots_a.iter().enumerate() {
