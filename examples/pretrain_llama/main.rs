@@ -157,6 +157,26 @@ const PAPER_ESTIMATES: [(&str, f64, f64); 4] = [
     ("llama-1b", 7.80, 4.38),
 ];
 
+/// Values in the SwitchLoRA adapters and in the candidate pools of a model whose routed
+/// matrices become rank-`rank` SwitchLoRA layers.
+fn adapter_sizes<M: burn::module::Module>(
+    model: &M,
+    router: &Router,
+    rank: usize,
+) -> (usize, usize) {
+    let routed = lowrank_optim::ParamInfo::collect(model)
+        .into_iter()
+        .filter(|p| router.is_projected(p) && p.shape.len() == 2);
+    routed.fold((0, 0), |(adapters, pools), p| {
+        let (d_in, d_out) = (p.shape[0], p.shape[1]);
+        let smaller = d_in.min(d_out);
+        (
+            adapters + rank.min(smaller) * (d_in + d_out),
+            pools + smaller * (d_in + d_out),
+        )
+    })
+}
+
 /// Prints every recipe's optimizer-state memory for a preset, from shapes only.
 fn report_memory(args: &Args, name: &str) -> Result<(), String> {
     let vocab = 32_000;
@@ -187,7 +207,12 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
         let report = recipe
             .estimate_memory(&model, &router)
             .map_err(|e| e.to_string())?;
-        let bf16 = 2 * weights + report.state_bytes() / 2;
+        // SwitchLoRA adds its adapters to the device weights; its candidate pools stay on the host.
+        let (adapters, pools) = recipe
+            .adapter_rank()
+            .map(|rank| adapter_sizes(&model, &router, rank))
+            .unwrap_or((0, 0));
+        let bf16 = 2 * (weights + adapters) + report.state_bytes() / 2;
         println!(
             "{:<12} {:>16} {:>9.1}% {:>19.2} GB",
             recipe.name,
@@ -195,6 +220,13 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
             100.0 * report.fraction_of_adamw(),
             bf16 as f64 / 1e9
         );
+        if pools > 0 {
+            println!(
+                "{:<12} + {} of candidate pools in host memory (f32)",
+                "",
+                format_bytes(4 * pools)
+            );
+        }
     }
     if let Some((_, full, galore)) = PAPER_ESTIMATES.iter().find(|(p, _, _)| *p == name) {
         println!("GaLore paper (BF16 weights + states): AdamW {full:.2} GB, GaLore {galore:.2} GB");
