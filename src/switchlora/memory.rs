@@ -39,7 +39,7 @@ impl StateFootprint for AdapterFootprint {
 /// Device memory holds the trainable parameters, the frozen base weights and the optimizer
 /// state; the candidate pools sit in host memory unless a layer was built with
 /// [`CandidatePlacement::Device`](super::CandidatePlacement::Device). The optimizer state is the
-/// adapters' two moments plus two `f32` per vector (step counter, freeze counter), and AdamW's two
+/// adapters' two moments plus two 32-bit counters per vector (step, freeze), and AdamW's two
 /// moments for every other trainable parameter, which is what the optimizer record holds once
 /// every parameter has been stepped.
 ///

@@ -13,7 +13,7 @@ use crate::adam::{AdamHyper, Moments};
 use crate::error::Error;
 use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank};
 use crate::projected::log_skip;
-use crate::RecordState;
+use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
 /// reference) and the switching schedule.
@@ -156,15 +156,48 @@ pub struct AdapterAdam {
     board: Switchboard,
 }
 
-/// State of an [`AdapterAdam`] parameter.
-#[derive(RecordState, Clone, Debug)]
+/// State of an [`AdapterAdam`] parameter: the moments on the device, the per-vector counters
+/// on the host (bias corrections are computed there in f64, exactly, and uploaded as `r`
+/// factors: `1 - beta_2^t` computed in f32 on a GPU loses most of its digits for small `t`).
+#[derive(Clone, Debug)]
 pub struct AdapterAdamState<const D: usize> {
     /// The moments (their `step` counts this parameter's optimizer steps).
     pub moments: Moments<D>,
     /// Per vector: steps since its last reset (its bias-correction `t`).
-    pub vector_steps: Tensor<1>,
+    pub vector_steps: Vec<u32>,
     /// Per vector: steps it stays frozen.
-    pub frozen: Tensor<1>,
+    pub frozen: Vec<u32>,
+}
+
+impl<const D: usize> RecordState for AdapterAdamState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        self.moments
+            .state_flatten(&join_path(prefix, "moments"), out);
+        for (leaf, values) in [
+            ("vector_steps", &self.vector_steps),
+            ("frozen", &self.frozen),
+        ] {
+            let values: Vec<i32> = values.iter().map(|&v| v as i32).collect();
+            let len = values.len();
+            out.push_tensor(prefix, leaf, TensorData::new(values, [len]));
+        }
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let moments = Moments::state_unflatten(&join_path(prefix, "moments"), src, device)?;
+        let mut counters = |leaf: &str| -> Option<Vec<u32>> {
+            let data = src.take_tensor(prefix, leaf)?.convert::<i32>();
+            let values = data.try_to_vec::<i32>().ok()?;
+            Some(values.into_iter().map(|v| v.max(0) as u32).collect())
+        };
+        let vector_steps = counters("vector_steps")?;
+        let frozen = counters("frozen")?;
+        Some(Self {
+            moments,
+            vector_steps,
+            frozen,
+        })
+    }
 }
 
 impl<const D: usize> AdapterAdamState<D> {
@@ -177,40 +210,32 @@ impl<const D: usize> AdapterAdamState<D> {
     }
 }
 
-impl AdapterAdam {
-    /// `1` for every vector except `0` at `resets`.
-    fn keep_mask(count: usize, resets: &[usize], device: &Device) -> Tensor<1> {
-        let mut keep = vec![1.0f32; count];
-        for &i in resets {
-            keep[i] = 0.0;
-        }
-        Tensor::from_data(TensorData::new(keep, [count]), device)
-    }
+/// `[r]` host values as a device tensor.
+fn upload(values: Vec<f32>, device: &Device) -> Tensor<1> {
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), device)
+}
 
+impl AdapterAdam {
     /// Applies queued resets: moments and counters of those vectors to 0, frozen for
     /// `freeze_steps` steps.
-    fn reset(&self, state: AdapterAdamState<2>, count: usize) -> AdapterAdamState<2> {
+    fn reset(&self, state: &mut AdapterAdamState<2>) {
         let resets = self.board.take(&self.path);
         if resets.is_empty() {
-            return state;
+            return;
         }
-        let keep = Self::keep_mask(count, &resets, &state.frozen.device());
-        let spread = self.vectors.spread(keep.clone());
-        let moments = Moments {
-            first: state.moments.first.mul(spread.clone()),
-            second: state.moments.second.mul(spread),
-            step: state.moments.step,
-        };
-        let freeze = keep
-            .clone()
-            .neg()
-            .add_scalar(1.0)
-            .mul_scalar(self.freeze_steps as f64);
-        AdapterAdamState {
-            moments,
-            vector_steps: state.vector_steps.mul(keep.clone()),
-            frozen: state.frozen.mul(keep).add(freeze),
+        let count = state.frozen.len();
+        let mut keep = vec![1.0f32; count];
+        for &i in &resets {
+            keep[i] = 0.0;
+            state.vector_steps[i] = 0;
+            state.frozen[i] = self.freeze_steps as u32;
         }
+        let keep = self
+            .vectors
+            .spread(upload(keep, &state.moments.first.device()));
+        state.moments.first = state.moments.first.clone().mul(keep.clone());
+        state.moments.second = state.moments.second.clone().mul(keep);
     }
 
     fn step_matrix(
@@ -223,55 +248,69 @@ impl AdapterAdam {
         let dims = grad.dims();
         let count = dims[self.vectors.dim()];
         let device = grad.device();
-        let state = state.unwrap_or_else(|| AdapterAdamState {
+        let mut state = state.unwrap_or_else(|| AdapterAdamState {
             moments: Moments::zeros(dims, &device),
-            vector_steps: Tensor::zeros([count], &device),
-            frozen: Tensor::zeros([count], &device),
+            vector_steps: vec![0; count],
+            frozen: vec![0; count],
         });
         assert_state_fits("SwitchLoRA adapter moments", &state.moments.dims(), &dims);
         assert_state_fits(
             "SwitchLoRA step counters",
-            &state.vector_steps.dims(),
+            &[state.vector_steps.len()],
             &[count],
         );
-        let state = self.reset(state, count);
+        self.reset(&mut state);
         if !all_finite(&grad) {
             log_skip(&dims);
             return (weights, state);
         }
         let AdamHyper { beta_1, beta_2, .. } = self.hyper;
-        let active = state.frozen.clone().lower_equal_elem(0.0).float();
-        let steps = state.vector_steps.add_scalar(1.0);
-        let grad = grad.mul(self.vectors.spread(active.clone()));
-        let moments = state.moments.update(grad, &self.hyper);
-        let correction = |beta: f32| {
-            Tensor::<1>::full([count], beta, &device)
-                .powf(steps.clone())
-                .neg()
-                .add_scalar(1.0)
+        let any_frozen = state.frozen.iter().any(|&f| f > 0);
+        let (mut active, mut step_size, mut inv_root) = (vec![], vec![], vec![]);
+        for i in 0..count {
+            state.vector_steps[i] += 1;
+            let t = state.vector_steps[i] as i32;
+            let on = state.frozen[i] == 0;
+            active.push(if on { 1.0f32 } else { 0.0 });
+            let bias_1 = 1.0 - (beta_1 as f64).powi(t);
+            let bias_2 = 1.0 - (beta_2 as f64).powi(t);
+            step_size.push(if on { (lr / bias_1) as f32 } else { 0.0 });
+            inv_root.push((1.0 / bias_2.sqrt()) as f32);
+            state.frozen[i] = state.frozen[i].saturating_sub(1);
+        }
+        let spread = |values: Vec<f32>| self.vectors.spread(upload(values, &device));
+        let active = any_frozen.then(|| spread(active));
+        let grad = match &active {
+            Some(mask) => grad.mul(mask.clone()),
+            None => grad,
         };
-        let step_size = active.clone().div(correction(beta_1)).mul_scalar(lr);
+        let moments = state.moments.update(grad, &self.hyper);
         let denominator = moments
             .second
             .clone()
             .sqrt()
-            .div(self.vectors.spread(correction(beta_2).sqrt()))
+            .mul(spread(inv_root))
             .add_scalar(self.hyper.epsilon);
         let update = moments
             .first
             .clone()
             .div(denominator)
-            .mul(self.vectors.spread(step_size));
-        let decay = active
-            .mul_scalar(-lr * self.weight_decay as f64)
-            .add_scalar(1.0);
-        let weights = weights.mul(self.vectors.spread(decay)).sub(update);
+            .mul(spread(step_size));
+        let weights = if self.weight_decay == 0.0 {
+            weights
+        } else {
+            let decay = -lr * self.weight_decay as f64;
+            match active {
+                Some(mask) => weights.clone().add(weights.mul(mask).mul_scalar(decay)),
+                None => weights.mul_scalar(1.0 + decay),
+            }
+        };
         let state = AdapterAdamState {
             moments,
-            vector_steps: steps,
-            frozen: state.frozen.sub_scalar(1.0).clamp_min(0.0),
+            vector_steps: state.vector_steps,
+            frozen: state.frozen,
         };
-        (weights, state)
+        (weights.sub(update), state)
     }
 }
 
@@ -303,8 +342,7 @@ impl Optimizer for AdapterAdam {
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
         AdapterAdamState {
             moments: state.moments.to_device(device),
-            vector_steps: state.vector_steps.to_device(device),
-            frozen: state.frozen.to_device(device),
+            ..state
         }
     }
 }
