@@ -468,6 +468,7 @@ fn bad_input_gets_typed_errors_naming_the_problem() {
         })
         .expect("a switch must happen within 200 steps");
     assert!(matches!(err, Error::NotWired { .. }), "{err}");
+    assert!(!switcher.has_pending(), "a refused switch queues no reset");
 
     // No SwitchLoRA layer at all.
     let dense = LinearConfig::new(4, 4).init(&device);

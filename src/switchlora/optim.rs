@@ -390,7 +390,7 @@ mod tests {
         let mut state = None;
         for step in 0..12 {
             if step == 3 {
-                board.post("a".into(), &[1, 2]).unwrap();
+                board.post(vec![("a".into(), vec![1, 2])]).unwrap();
                 for j in [1, 2] {
                     r.t[j] = 0.0;
                     r.frozen[j] = 5;

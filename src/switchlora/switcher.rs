@@ -41,13 +41,16 @@ impl Switchboard {
         self.board().wired.insert(path.to_string());
     }
 
-    /// Queues a reset of `vectors` for the parameter at `path`.
-    pub(crate) fn post(&self, path: String, vectors: &[usize]) -> Result<()> {
+    /// Queues resets of vectors by parameter path: all of them, or none when a path has no
+    /// optimizer.
+    pub(crate) fn post(&self, resets: Vec<(String, Vec<usize>)>) -> Result<()> {
         let mut board = self.board();
-        if !board.wired.contains(&path) {
-            return Err(Error::NotWired { path });
+        if let Some((path, _)) = resets.iter().find(|(p, _)| !board.wired.contains(p)) {
+            return Err(Error::NotWired { path: path.clone() });
         }
-        board.pending.entry(path).or_default().extend(vectors);
+        for (path, vectors) in resets {
+            board.pending.entry(path).or_default().extend(vectors);
+        }
         Ok(())
     }
 
@@ -105,6 +108,7 @@ impl Switcher {
     pub fn switch<M: Module>(&self, model: M, step: usize) -> Result<(M, SwitchCount)> {
         let mut replacements = Replacements::default();
         let mut count = SwitchCount::default();
+        let mut resets = Vec::new();
         for (ordinal, layer) in find_layers(&model).into_iter().enumerate() {
             let parts = Complete::from(layer)?;
             let mut slots = Slots::from_tensor(&parts.slots.value, parts.rank)?;
@@ -113,8 +117,9 @@ impl Switcher {
                 continue;
             }
             let switched = parts.switch(&mut slots, n, step as i64);
-            self.board.post(parts.b_path.clone(), &switched.slots_a)?;
-            self.board.post(parts.a_path.clone(), &switched.slots_b)?;
+            // A switch of lora_a's column i resets lora_b's row i, and the other way round.
+            resets.push((parts.b_path.clone(), switched.slots_a));
+            resets.push((parts.a_path.clone(), switched.slots_b));
             count.a += n;
             count.b += n;
             let slots_tensor = slots.to_tensor(&parts.slots.value.device());
@@ -129,6 +134,7 @@ impl Switcher {
                 replacements.floats.insert(part.id, value);
             }
         }
+        self.board.post(resets)?;
         Ok((replacements.apply(model), count))
     }
 
@@ -176,23 +182,18 @@ struct Complete {
 
 impl Complete {
     fn from(layer: LayerParts) -> Result<Self> {
-        let missing = |field: &str| Error::Record(format!("{} has no `{field}`", layer.path));
         let (a_path, b_path) = (layer.field_path("lora_a"), layer.field_path("lora_b"));
-        let lora_a = layer.lora_a.clone().ok_or_else(|| missing("lora_a"))?;
+        let path = layer.path;
+        let missing = |field: &str| Error::Record(format!("{path} has no `{field}`"));
+        let lora_a = layer.lora_a.ok_or_else(|| missing("lora_a"))?;
         let rank = lora_a.value.dims()[1];
-        let candidates_a = layer
-            .candidates_a
-            .clone()
-            .ok_or_else(|| missing("candidates_a"))?;
+        let candidates_a = layer.candidates_a.ok_or_else(|| missing("candidates_a"))?;
         Ok(Self {
             pool_size: candidates_a.value.dims()[0],
-            weight: layer.weight.clone().ok_or_else(|| missing("weight"))?,
-            lora_b: layer.lora_b.clone().ok_or_else(|| missing("lora_b"))?,
-            candidates_b: layer
-                .candidates_b
-                .clone()
-                .ok_or_else(|| missing("candidates_b"))?,
-            slots: layer.slots.clone().ok_or_else(|| missing("slots"))?,
+            weight: layer.weight.ok_or_else(|| missing("weight"))?,
+            lora_b: layer.lora_b.ok_or_else(|| missing("lora_b"))?,
+            candidates_b: layer.candidates_b.ok_or_else(|| missing("candidates_b"))?,
+            slots: layer.slots.ok_or_else(|| missing("slots"))?,
             scaling: 1.0 / rank as f64,
             lora_a,
             candidates_a,
