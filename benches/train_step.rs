@@ -55,7 +55,7 @@ fn bench_train_step(c: &mut Criterion) {
             }
         }
         device.seed(1);
-        let mut model = Some(dims.init(&device, recipe.adapter_rank()).unwrap());
+        let mut model = Some(dims.init(&device, recipe.adapter().unwrap()).unwrap());
         // A run long enough that the switching rate stays at its start value.
         let (mut optim, switcher) = recipe
             .build_with_switcher(model.as_ref().unwrap(), &Router::llama(), 1 << 30)

@@ -50,7 +50,7 @@ use crate::projection::{
 };
 use crate::scaling::ScaleGranularity;
 use crate::switchlora::{
-    AdapterFootprint, CandidatePlacement, SwitchLoraConfig, SwitchScheduleConfig, Switcher,
+    Adapter, AdapterFootprint, CandidatePlacement, SwitchLoraConfig, SwitchScheduleConfig, Switcher,
 };
 
 /// Which optimizer a recipe builds.
@@ -604,11 +604,16 @@ impl Recipe {
         Ok(c)
     }
 
-    /// The rank of the SwitchLoRA adapters the model should be built with (`None` unless
-    /// `optimizer = "switchlora"`; the reference's 128 when the table leaves it out).
-    pub fn adapter_rank(&self) -> Option<usize> {
-        (self.optimizer == OptimizerKind::Switchlora)
-            .then(|| self.section().and_then(|s| s.rank).unwrap_or(128))
+    /// The SwitchLoRA adapter the model's routed linears should be built with: `None` unless
+    /// `optimizer = "switchlora"`; the rank is the reference's 128 when the table leaves it out.
+    pub fn adapter(&self) -> Result<Option<Adapter>> {
+        if self.optimizer != OptimizerKind::Switchlora {
+            return Ok(None);
+        }
+        Ok(Some(Adapter {
+            rank: self.section().and_then(|s| s.rank).unwrap_or(128),
+            candidates: self.candidate_placement()?,
+        }))
     }
 
     /// Where SwitchLoRA layers keep their candidate pools (`candidates = "host" | "device"`).
@@ -625,7 +630,7 @@ impl Recipe {
 
     /// The optimizer for `module` and, for SwitchLoRA, its switcher (`total_steps` sets the
     /// switching schedule). A SwitchLoRA recipe needs a module built with
-    /// [`adapter_rank`](Self::adapter_rank)-rank SwitchLoRA layers.
+    /// [`adapter`](Self::adapter)'s SwitchLoRA layers.
     pub fn build_with_switcher<M: Module>(
         &self,
         module: &M,
@@ -696,7 +701,7 @@ impl Recipe {
 
     /// The optimizer-state memory [`build`](Self::build) will hold for `module`, from shapes only.
     /// For SwitchLoRA, `module` is the dense model: each routed matrix counts as a
-    /// [`adapter_rank`](Self::adapter_rank)-rank SwitchLoRA layer.
+    /// SwitchLoRA layer of [`adapter`](Self::adapter)'s rank.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
         let dense = self.dense();
         Ok(match self.optimizer {
@@ -716,7 +721,7 @@ impl Recipe {
                 MemoryReport::estimate(module, router, &self.apollo_config()?.init()?, &dense)
             }
             OptimizerKind::Switchlora => {
-                let rank = self.adapter_rank().unwrap_or(128);
+                let rank = self.adapter()?.map_or(128, |a| a.rank);
                 MemoryReport::estimate(module, router, &AdapterFootprint { rank }, &dense)
             }
         })

@@ -18,6 +18,7 @@ mod common;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use lowrank_optim::recipe::Recipe;
+use lowrank_optim::switchlora::{Adapter, CandidatePlacement};
 use lowrank_optim::ParamInfo;
 
 use args::Args;
@@ -111,7 +112,13 @@ fn a_switchlora_model_merges_back_to_dense_linears_computing_the_same() {
     let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device();
     device.seed(5);
-    let adapted = DIMS.init(&device, Some(8)).unwrap();
+    let adapter = |rank| {
+        Some(Adapter {
+            rank,
+            candidates: CandidatePlacement::Host,
+        })
+    };
+    let adapted = DIMS.init(&device, adapter(8)).unwrap();
     let paths: Vec<String> = ParamInfo::collect(&adapted)
         .into_iter()
         .map(|p| p.path)
@@ -127,7 +134,7 @@ fn a_switchlora_model_merges_back_to_dense_linears_computing_the_same() {
         merged.merge_adapters().is_err(),
         "merging twice is an error"
     );
-    let err = DIMS.init(&device, Some(40)).unwrap_err();
+    let err = DIMS.init(&device, adapter(40)).unwrap_err();
     assert!(err.contains("rank"), "{err}");
 }
 

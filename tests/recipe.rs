@@ -108,10 +108,10 @@ fn every_bundled_recipe_builds_an_optimizer_and_a_memory_estimate() {
         if path.extension().is_some_and(|e| e == "toml") {
             let recipe = Recipe::load(&path).unwrap();
             let router = Router::llama();
-            match recipe.adapter_rank() {
+            match recipe.adapter().unwrap() {
                 // SwitchLoRA builds from a model with SwitchLoRA layers.
-                Some(rank) => {
-                    let adapted = SwitchLoraLinearConfig::new(256, 300, rank)
+                Some(adapter) => {
+                    let adapted = SwitchLoraLinearConfig::new(256, 300, adapter.rank)
                         .init(&common::device())
                         .unwrap();
                     let (_, switcher) = recipe.build_with_switcher(&adapted, &router, 100).unwrap();
@@ -238,11 +238,9 @@ fn the_switchlora_recipe_has_the_published_settings_and_its_own_keys() {
     let recipe = Recipe::load("optimizers/switchlora.toml").unwrap();
     assert_eq!(recipe.optimizer, OptimizerKind::Switchlora);
     assert_eq!(recipe.lr, 0.02);
-    assert_eq!(recipe.adapter_rank(), Some(128));
-    assert_eq!(
-        recipe.candidate_placement().unwrap(),
-        CandidatePlacement::Host
-    );
+    let adapter = recipe.adapter().unwrap().unwrap();
+    assert_eq!(adapter.rank, 128);
+    assert_eq!(adapter.candidates, CandidatePlacement::Host);
     let config = recipe.switchlora_config(40_000).unwrap();
     assert_eq!(config.schedule.interval, 40);
     assert_eq!(config.schedule.descent_fraction, 0.1);
@@ -256,6 +254,9 @@ fn the_switchlora_recipe_has_the_published_settings_and_its_own_keys() {
             &format!("optimizer = 'switchlora'\nlr = 0.02\n{table}"),
         )
     };
+    let on_device = with("[switchlora]\ncandidates = 'device'").unwrap();
+    let adapter = on_device.adapter().unwrap().unwrap();
+    assert_eq!(adapter.candidates, CandidatePlacement::Device);
     // Subspace keys mean nothing to SwitchLoRA; its keys mean nothing to the others.
     assert!(reason(with("[switchlora]\nupdate_proj_gap = 200")).contains("update_proj_gap"));
     let why = reason(Recipe::from_toml_str(

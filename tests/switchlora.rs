@@ -12,8 +12,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use common::{max_abs_diff, values};
 use lowrank_optim::switchlora::AdapterFootprint;
 use lowrank_optim::switchlora::{
-    init_bounds, load_record, Slots, SwitchLoraConfig, SwitchLoraLinear, SwitchLoraLinearConfig,
-    SwitchLoraMemory, SwitchScheduleConfig, SwitchableLinear, Switcher,
+    init_bounds, load_record, CandidatePlacement, Slots, SwitchLoraConfig, SwitchLoraLinear,
+    SwitchLoraLinearConfig, SwitchLoraMemory, SwitchScheduleConfig, SwitchableLinear, Switcher,
 };
 use lowrank_optim::{Error, MemoryReport, Router};
 
@@ -480,4 +480,33 @@ fn bad_input_gets_typed_errors_naming_the_problem() {
         matches!(err, Error::InvalidConfig { field: "model", .. }),
         "{err}"
     );
+}
+
+#[test]
+fn candidate_pools_live_where_the_config_says_and_switch_from_either_place() {
+    let device = device();
+    let host = SwitchLoraLinearConfig::new(D_IN, D_OUT, RANK)
+        .init(&device)
+        .unwrap();
+    let pool = host.candidates_a.0.val();
+    assert!(!pool.is_autodiff(), "host pools never join autodiff");
+    assert_eq!(pool.device(), Device::flex());
+
+    let local = SwitchLoraLinearConfig::new(D_IN, D_OUT, RANK)
+        .with_candidates(CandidatePlacement::Device)
+        .init(&device)
+        .unwrap();
+    assert_eq!(local.candidates_b.0.val().device(), device);
+    let (_optim, switcher) = SwitchLoraConfig::new(busy_schedule())
+        .build(&local, AdamWConfig::new().build())
+        .unwrap();
+    let x = input(&device);
+    let before = values(&local.forward(x.clone()));
+    let (mut layer, mut switched) = (local, 0);
+    for step in 0..30 {
+        let (next, count) = switcher.switch(layer, step).unwrap();
+        (layer, switched) = (next, switched + count.a);
+    }
+    assert!(switched > 0);
+    assert!(max_abs_diff(&before, &values(&layer.forward(x))) < 1e-5);
 }

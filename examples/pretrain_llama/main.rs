@@ -209,9 +209,9 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         // SwitchLoRA adds its adapters to the device weights; its candidate pools stay on the host.
         let (adapters, pools) = recipe
-            .adapter_rank()
-            .map(|rank| adapter_sizes(&model, &router, rank))
-            .unwrap_or((0, 0));
+            .adapter()
+            .map_err(|e| e.to_string())?
+            .map_or((0, 0), |a| adapter_sizes(&model, &router, a.rank));
         let bf16 = 2 * (weights + adapters) + report.state_bytes() / 2;
         println!(
             "{:<12} {:>16} {:>9.1}% {:>19.2} GB",

@@ -14,7 +14,7 @@ use burn::nn::{
     RotaryEncodingConfig,
 };
 use burn::tensor::{activation, Bool, Device, Int, Tensor};
-use lowrank_optim::switchlora::SwitchableLinear;
+use lowrank_optim::switchlora::{Adapter, SwitchableLinear};
 
 /// Model dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +57,13 @@ impl LlamaDims {
         Ok(())
     }
 
-    /// Builds the model with fresh weights; with `adapter_rank`, the attention/MLP linears are
-    /// SwitchLoRA layers of that rank (an error names a rank too large for a layer).
-    pub fn init(&self, device: &Device, adapter_rank: Option<usize>) -> Result<Llama, String> {
+    /// Builds the model with fresh weights; with an `adapter`, the attention/MLP linears are
+    /// SwitchLoRA layers (an error names a rank too large for a layer).
+    pub fn init(&self, device: &Device, adapter: Option<Adapter>) -> Result<Llama, String> {
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         let adapted = |i, o| {
             let config = LinearConfig::new(i, o).with_bias(false);
-            SwitchableLinear::new(&config, adapter_rank, device).map_err(|e| e.to_string())
+            SwitchableLinear::new(&config, adapter, device).map_err(|e| e.to_string())
         };
         let norm = || {
             RmsNormConfig::new(self.d_model)

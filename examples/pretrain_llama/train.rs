@@ -261,7 +261,8 @@ pub fn run(
     };
 
     device.seed(args.seed);
-    let model = settings.dims.init(device, recipe.adapter_rank())?;
+    let adapter = recipe.adapter().map_err(|e| e.to_string())?;
+    let model = settings.dims.init(device, adapter)?;
     let router = Router::llama();
     let (optim, switcher) = recipe
         .build_with_switcher(&model, &router, settings.steps)

@@ -74,7 +74,7 @@ pub fn init_bounds(d_input: usize, d_output: usize, rank: usize) -> (f64, f64) {
 }
 
 impl SwitchLoraLinearConfig {
-    /// Checks the rank against the layer's shape and the scaling.
+    /// Checks the sizes and the rank against the layer's shape.
     pub fn validate(&self) -> crate::Result<()> {
         use crate::error::check;
         check::positive_count("d_input", self.d_input)?;
@@ -233,6 +233,15 @@ impl SwitchLoraLinear {
     }
 }
 
+/// The adapter a [`SwitchableLinear`] gets: its rank and where its candidate pools live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adapter {
+    /// Rank `r` of the adapter pair.
+    pub rank: usize,
+    /// Where the candidate pools live.
+    pub candidates: CandidatePlacement,
+}
+
 /// A linear that is either dense or SwitchLoRA, so a model can pick per run (e.g. from a
 /// recipe) and be merged back to dense linears after training.
 ///
@@ -259,15 +268,23 @@ pub enum SwitchableLinear {
 }
 
 impl SwitchableLinear {
-    /// A dense linear of `config`'s shape, or a SwitchLoRA one of `rank` when `rank` is given.
-    pub fn new(config: &LinearConfig, rank: Option<usize>, device: &Device) -> crate::Result<Self> {
+    /// A dense linear of `config`'s shape, or a SwitchLoRA one wrapping it when `adapter` is
+    /// given.
+    pub fn new(
+        config: &LinearConfig,
+        adapter: Option<Adapter>,
+        device: &Device,
+    ) -> crate::Result<Self> {
         let dense = config.init(device);
-        match rank {
+        match adapter {
             None => Ok(Self::Dense(dense)),
-            Some(rank) => SwitchLoraLinearConfig::new(config.d_input, config.d_output, rank)
-                .with_bias(config.bias)
-                .wrap(dense)
-                .map(Self::SwitchLora),
+            Some(adapter) => {
+                SwitchLoraLinearConfig::new(config.d_input, config.d_output, adapter.rank)
+                    .with_bias(config.bias)
+                    .with_candidates(adapter.candidates)
+                    .wrap(dense)
+                    .map(Self::SwitchLora)
+            }
         }
     }
 

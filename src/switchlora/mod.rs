@@ -26,7 +26,7 @@ mod schedule;
 mod switcher;
 
 pub use linear::{
-    init_bounds, CandidatePlacement, Slots, SwitchLoraLinear, SwitchLoraLinearConfig,
+    init_bounds, Adapter, CandidatePlacement, Slots, SwitchLoraLinear, SwitchLoraLinearConfig,
     SwitchableLinear,
 };
 pub use memory::{load_record, AdapterFootprint, SwitchLoraMemory};
