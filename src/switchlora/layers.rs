@@ -165,6 +165,37 @@ impl Replacements {
     }
 }
 
+/// Takes the matrices `ids` out of `model`, leaving empty placeholders, so the caller holds the
+/// only handle to each and a backend can write into them in place (the candidate pools: a copy
+/// of a 350M layer's pools costs more than the switch's own math).
+pub(crate) fn take<M: Module>(model: M, ids: HashSet<ParamId>) -> (M, HashMap<ParamId, Tensor<2>>) {
+    let mut taker = Taker {
+        ids,
+        taken: HashMap::new(),
+    };
+    let model = model.map(&mut taker);
+    (model, taker.taken)
+}
+
+struct Taker {
+    ids: HashSet<ParamId>,
+    taken: HashMap<ParamId, Tensor<2>>,
+}
+
+impl ModuleMapper for Taker {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 2 || !self.ids.contains(&param.id) {
+            return param;
+        }
+        let id = param.id;
+        param.map(|value| {
+            let device = value.device();
+            self.taken.insert(id, cast_rank(value));
+            Tensor::zeros([0; D], &device)
+        })
+    }
+}
+
 struct Writer(Replacements);
 
 impl ModuleMapper for Writer {

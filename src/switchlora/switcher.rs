@@ -7,12 +7,14 @@
 //! for `freeze_steps` steps. Switches of `lora_b`'s rows are symmetric.
 
 use std::collections::{HashMap, HashSet};
+
+use burn::module::ParamId;
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::layers::{find_layers, LayerParts, Part, Replacements};
+use super::layers::{find_layers, take, LayerParts, Part, Replacements};
 use super::linear::Slots;
 use super::schedule::SwitchScheduleConfig;
 use crate::error::{Error, Result};
@@ -41,13 +43,20 @@ impl Switchboard {
         self.board().wired.insert(path.to_string());
     }
 
+    /// An error naming the first of `paths` that has no optimizer.
+    fn check<'a>(&self, mut paths: impl Iterator<Item = &'a String>) -> Result<()> {
+        let board = self.board();
+        match paths.find(|p| !board.wired.contains(*p)) {
+            Some(path) => Err(Error::NotWired { path: path.clone() }),
+            None => Ok(()),
+        }
+    }
+
     /// Queues resets of vectors by parameter path: all of them, or none when a path has no
     /// optimizer.
     pub(crate) fn post(&self, resets: Vec<(String, Vec<usize>)>) -> Result<()> {
+        self.check(resets.iter().map(|(path, _)| path))?;
         let mut board = self.board();
-        if let Some((path, _)) = resets.iter().find(|(p, _)| !board.wired.contains(p)) {
-            return Err(Error::NotWired { path: path.clone() });
-        }
         for (path, vectors) in resets {
             board.pending.entry(path).or_default().extend(vectors);
         }
@@ -106,15 +115,33 @@ impl Switcher {
     /// Switches the vectors `step` calls for in every layer of `model` (the `step`-th optimizer
     /// step, counted from 0). The model's outputs are unchanged up to rounding.
     pub fn switch<M: Module>(&self, model: M, step: usize) -> Result<(M, SwitchCount)> {
-        let mut replacements = Replacements::default();
-        let mut count = SwitchCount::default();
-        let mut resets = Vec::new();
+        let mut switching = Vec::new();
         for (ordinal, layer) in find_layers(&model).into_iter().enumerate() {
             let parts = Complete::from(layer)?;
-            let mut slots = Slots::from_tensor(&parts.slots.value, parts.rank)?;
+            let slots = Slots::from_tensor(&parts.slots.value, parts.rank)?;
             let n = self.switches(&parts, &slots, step, ordinal);
-            if n == 0 {
-                continue;
+            if n > 0 {
+                switching.push((parts, slots, n));
+            }
+        }
+        // A switcher wired to another model fails here, before anything changes.
+        let paths = switching
+            .iter()
+            .flat_map(|(p, _, _)| [&p.a_path, &p.b_path]);
+        self.board.check(paths)?;
+        let mut resets = Vec::new();
+        let mut count = SwitchCount::default();
+        let pools: HashSet<ParamId> = switching
+            .iter()
+            .flat_map(|(parts, _, _)| [parts.candidates_a.id, parts.candidates_b.id])
+            .collect();
+        let (model, mut taken) = take(model, pools);
+        let mut replacements = Replacements::default();
+        for (mut parts, mut slots, n) in switching {
+            for pool in [&mut parts.candidates_a, &mut parts.candidates_b] {
+                if let Some(value) = taken.remove(&pool.id) {
+                    pool.value = value; // the only handle now, so it is written in place
+                }
             }
             let switched = parts.switch(&mut slots, n, step as i64);
             // A switch of lora_a's column i resets lora_b's row i, and the other way round.
@@ -134,8 +161,9 @@ impl Switcher {
                 replacements.floats.insert(part.id, value);
             }
         }
+        let model = replacements.apply(model);
         self.board.post(resets)?;
-        Ok((replacements.apply(model), count))
+        Ok((model, count))
     }
 
     /// How many vectors of each side the layer switches now: the schedule's draw, limited so
@@ -218,7 +246,7 @@ struct Switched {
 impl Complete {
     /// Switches `n` slots of each side, starting at the cursors, to the pool vectors that follow
     /// the current ones (the reference's continuous order), and updates `slots`.
-    fn switch(&self, slots: &mut Slots, n: usize, step: i64) -> Switched {
+    fn switch(&mut self, slots: &mut Slots, n: usize, step: i64) -> Switched {
         let (rank, pool) = (self.rank, self.pool_size);
         let plan = |cursor: usize, selected: &[usize]| {
             let slots: Vec<usize> = (0..n).map(|k| (cursor + k) % rank).collect();
@@ -259,19 +287,17 @@ impl Complete {
         let returned = |slots_: &[usize], selected: &[usize]| -> Vec<usize> {
             slots_.iter().map(|&i| selected[i]).collect()
         };
-        let pool_a = &self.candidates_a.value;
         let candidates_a = assign(
-            pool_a.clone(),
+            take_value(&mut self.candidates_a),
             0,
             &returned(&slots_a, &slots.selected_a),
-            to_device(old_a.transpose(), &pool_a.device()),
+            old_a.transpose(),
         );
-        let pool_b = &self.candidates_b.value;
         let candidates_b = assign(
-            pool_b.clone(),
+            take_value(&mut self.candidates_b),
             0,
             &returned(&slots_b, &slots.selected_b),
-            to_device(old_b, &pool_b.device()),
+            old_b,
         );
         let a = assign(a, 1, &slots_a, new_a);
         let b = assign(b, 0, &slots_b, new_b);
@@ -296,6 +322,13 @@ impl Complete {
             slots_b,
         }
     }
+}
+
+/// The part's tensor, leaving an empty one behind: without other handles a backend can then
+/// write into it in place.
+fn take_value(part: &mut Part<Tensor<2>>) -> Tensor<2> {
+    let device = part.value.device();
+    std::mem::replace(&mut part.value, Tensor::zeros([0, 0], &device))
 }
 
 /// `indices` as an index tensor on `device`.
@@ -323,6 +356,7 @@ fn to_device(t: Tensor<2>, device: &Device) -> Tensor<2> {
 /// `values`, in order; contiguous runs are written with one `slice_assign` each, so the values
 /// are copied exactly.
 fn assign(t: Tensor<2>, dim: usize, indices: &[usize], values: Tensor<2>) -> Tensor<2> {
+    let values = to_device(values, &t.device());
     let mut t = t;
     let mut k = 0;
     while k < indices.len() {
