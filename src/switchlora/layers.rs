@@ -166,8 +166,8 @@ impl Replacements {
 }
 
 /// Takes the matrices `ids` out of `model`, leaving empty placeholders, so the caller holds the
-/// only handle to each and a backend can write into them in place (the candidate pools: a copy
-/// of a 350M layer's pools costs more than the switch's own math).
+/// only handle to each and a backend can write into them in place (a copy of a 350M layer's
+/// pools costs more than the switch's own math).
 pub(crate) fn take<M: Module>(model: M, ids: HashSet<ParamId>) -> (M, HashMap<ParamId, Tensor<2>>) {
     let mut taker = Taker {
         ids,

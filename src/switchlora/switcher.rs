@@ -131,16 +131,22 @@ impl Switcher {
         self.board.check(paths)?;
         let mut resets = Vec::new();
         let mut count = SwitchCount::default();
-        let pools: HashSet<ParamId> = switching
+        // The base weights and pools the switch rewrites, taken out of the model so each has one
+        // handle and is written in place.
+        let rewritten: HashSet<ParamId> = switching
             .iter()
-            .flat_map(|(parts, _, _)| [parts.candidates_a.id, parts.candidates_b.id])
+            .flat_map(|(p, _, _)| [p.weight.id, p.candidates_a.id, p.candidates_b.id])
             .collect();
-        let (model, mut taken) = take(model, pools);
+        let (model, mut taken) = take(model, rewritten);
         let mut replacements = Replacements::default();
         for (mut parts, mut slots, n) in switching {
-            for pool in [&mut parts.candidates_a, &mut parts.candidates_b] {
-                if let Some(value) = taken.remove(&pool.id) {
-                    pool.value = value; // the only handle now, so it is written in place
+            for part in [
+                &mut parts.weight,
+                &mut parts.candidates_a,
+                &mut parts.candidates_b,
+            ] {
+                if let Some(value) = taken.remove(&part.id) {
+                    part.value = value; // replaces the other handle
                 }
             }
             let switched = parts.switch(&mut slots, n, step as i64);
@@ -257,7 +263,7 @@ impl Complete {
         let (slots_a, fresh_a) = plan(slots.cursor_a, &slots.selected_a);
         let (slots_b, fresh_b) = plan(slots.cursor_b, &slots.selected_b);
         let device = self.lora_a.value.device();
-        let weight = self.weight.value.clone().detach();
+        let weight = take_value(&mut self.weight).detach();
         let a = self.lora_a.value.clone().detach();
         let b = self.lora_b.value.clone().detach();
 
