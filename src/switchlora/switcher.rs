@@ -131,22 +131,18 @@ impl Switcher {
         self.board.check(paths)?;
         let mut resets = Vec::new();
         let mut count = SwitchCount::default();
-        // The base weights and pools the switch rewrites, taken out of the model so each has one
-        // handle and is written in place.
-        let rewritten: HashSet<ParamId> = switching
+        // The pools the switch writes into, taken out of the model so each has one handle and
+        // is written in place (taking the base weight too measured slower: 15.1 vs 8.7 ms).
+        let pools: HashSet<ParamId> = switching
             .iter()
-            .flat_map(|(p, _, _)| [p.weight.id, p.candidates_a.id, p.candidates_b.id])
+            .flat_map(|(p, _, _)| [p.candidates_a.id, p.candidates_b.id])
             .collect();
-        let (model, mut taken) = take(model, rewritten);
+        let (model, mut taken) = take(model, pools);
         let mut replacements = Replacements::default();
         for (mut parts, mut slots, n) in switching {
-            for part in [
-                &mut parts.weight,
-                &mut parts.candidates_a,
-                &mut parts.candidates_b,
-            ] {
-                if let Some(value) = taken.remove(&part.id) {
-                    part.value = value; // replaces the other handle
+            for pool in [&mut parts.candidates_a, &mut parts.candidates_b] {
+                if let Some(value) = taken.remove(&pool.id) {
+                    pool.value = value; // replaces the other handle
                 }
             }
             let switched = parts.switch(&mut slots, n, step as i64);
@@ -263,7 +259,7 @@ impl Complete {
         let (slots_a, fresh_a) = plan(slots.cursor_a, &slots.selected_a);
         let (slots_b, fresh_b) = plan(slots.cursor_b, &slots.selected_b);
         let device = self.lora_a.value.device();
-        let weight = take_value(&mut self.weight).detach();
+        let weight = self.weight.value.clone().detach();
         let a = self.lora_a.value.clone().detach();
         let b = self.lora_b.value.clone().detach();
 
