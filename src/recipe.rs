@@ -6,7 +6,7 @@
 //! default.
 //!
 //! ```toml
-//! optimizer = "fira"          # adamw | galore | fira | frugal | apollo
+//! optimizer = "fira"          # adamw | galore | fira | frugal | apollo | switchlora
 //! lr = 0.01
 //! warmup_fraction = 0.1       # optional schedule hints, used by the training example
 //! min_lr_fraction = 0.1
@@ -31,6 +31,11 @@
 //! optimizer: `scale` (galore, fira, apollo), `gamma` and `scaling` (channel | tensor; fira,
 //! apollo), `scale_front` and `limiter` (apollo), `rho`, `residual` (sign_sgd | sgd | none),
 //! `proj_lr_scale` and `inactive_lr_scale` (frugal).
+//!
+//! `[switchlora]` has no subspace: it takes `rank`, `seed`, the Adam keys, `interval`,
+//! `descent_fraction`, `freeze_steps` and `candidates` (host | device). Its recipe changes the
+//! model too: build the routed linears from [`Recipe::adapter`] and the optimizer with
+//! [`Recipe::build_with_switcher`].
 
 use std::path::Path;
 
