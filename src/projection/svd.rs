@@ -158,8 +158,6 @@ fn gaussian(rows: usize, cols: usize, seed: u64) -> HostMatrix {
 /// `n x (rank + p)` matrices and the `(rank + p)²` eigenproblem (in `f64`) run on the host. A left
 /// basis is the right basis of `Gᵀ`; with both sides, the left one is `orth(G V)`. Returns
 /// `None` if `g` holds a NaN or an infinity.
-///
-/// ```
 pub fn randomized_svd_basis(
     g: &Tensor<2>,
     rank: usize,
