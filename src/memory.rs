@@ -143,13 +143,8 @@ impl MemoryReport {
             .into_bytes()
             .map_err(|e| Error::Record(e.to_string()))?;
         let record_bytes = bytes.len();
-        let reader =
-            burn_pack::Reader::from_bytes(bytes).map_err(|e| Error::Record(e.to_string()))?;
         let mut per_param: BTreeMap<u64, usize> = BTreeMap::new();
-        for tensor in reader
-            .into_tensors()
-            .map_err(|e| Error::Record(e.to_string()))?
-        {
+        for tensor in record_tensors(bytes)? {
             let (_, _, _, param_id, data) = tensor
                 .into_parts()
                 .map_err(|e| Error::Record(e.to_string()))?;
@@ -157,8 +152,8 @@ impl MemoryReport {
                 *per_param.entry(id).or_default() += data.len();
             }
         }
-        let (adapters, _) = adapter_and_pool_ids(module);
-        let params = model_params(module)
+        let (params, adapters) = model_params(module);
+        let params = params
             .into_iter()
             .map(|p| ParamMemory {
                 state_bytes: per_param.get(&p.id.val()).copied().unwrap_or(0),
@@ -181,8 +176,8 @@ impl MemoryReport {
         projected: &impl StateFootprint,
         dense: &impl StateFootprint,
     ) -> Self {
-        let (adapters, _) = adapter_and_pool_ids(module);
-        let params = model_params(module)
+        let (params, adapters) = model_params(module);
+        let params = params
             .into_iter()
             .map(|p| {
                 let state_bytes = if router.is_projected(&p) {
@@ -223,13 +218,24 @@ impl MemoryReport {
     }
 }
 
-/// The parameters of `module` that are model weights: all but SwitchLoRA candidate pools.
-fn model_params<M: Module>(module: &M) -> Vec<ParamInfo> {
-    let (_, pools) = adapter_and_pool_ids(module);
-    ParamInfo::collect(module)
+/// The parameters of `module` that are model weights (all but SwitchLoRA candidate pools), and
+/// the ids of the SwitchLoRA adapters among them.
+fn model_params<M: Module>(module: &M) -> (Vec<ParamInfo>, HashSet<ParamId>) {
+    let (adapters, pools) = adapter_and_pool_ids(module);
+    let params = ParamInfo::collect(module)
         .into_iter()
         .filter(|p| !pools.contains(&p.id))
-        .collect()
+        .collect();
+    (params, adapters)
+}
+
+/// The tensors of a serialized (module or optimizer) record.
+pub(crate) fn record_tensors(bytes: burn::tensor::Bytes) -> Result<Vec<burn_pack::Tensor>> {
+    let unreadable = |e: burn_pack::Error| Error::Record(e.to_string());
+    burn_pack::Reader::from_bytes(bytes)
+        .map_err(unreadable)?
+        .into_tensors()
+        .map_err(unreadable)
 }
 
 /// What AdamW would hold for `param` in the dense model: two moments, nothing for SwitchLoRA

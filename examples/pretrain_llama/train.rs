@@ -377,7 +377,14 @@ pub fn run(
 
     let memory = MemoryReport::measure(&optim, &model).map_err(|e| e.to_string())?;
     if switcher.is_some() && state.step == settings.steps {
-        merge_and_save(model, &out, corpus, settings, device)?;
+        merge_and_save(
+            model,
+            state.validation.last(),
+            &out,
+            corpus,
+            settings,
+            device,
+        )?;
     }
     let summary = Summary {
         name: recipe.name.clone(),
@@ -397,17 +404,22 @@ pub fn run(
     Ok(summary)
 }
 
-/// Folds the SwitchLoRA adapters into plain linears, checks the merged model validates the same,
-/// and saves it as `<out>/merged.bpk` (a dense model any recipe's code can load).
+/// Folds the SwitchLoRA adapters into plain linears, checks the merged model validates the same
+/// as the trained one (`validated`: the run's last validation, reused when it is of the final
+/// step), and saves it as `<out>/merged.bpk` (a dense model any recipe's code can load).
 fn merge_and_save(
     model: Llama,
+    validated: Option<&(usize, f64)>,
     out: &Path,
     corpus: &Corpus,
     settings: &RunSettings,
     device: &Device,
 ) -> Result<(), String> {
     let (seq, batch) = (settings.seq_len, settings.batch_size);
-    let before = validation_loss(&model, corpus, seq, batch, device);
+    let before = match validated {
+        Some(&(step, loss)) if step == settings.steps => loss,
+        _ => validation_loss(&model, corpus, seq, batch, device),
+    };
     let merged = model.merge_adapters()?;
     let after = validation_loss(&merged, corpus, seq, batch, device);
     if (before - after).abs() > 1e-3 * before.abs().max(1.0) {

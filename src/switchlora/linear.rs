@@ -61,6 +61,12 @@ pub struct SwitchLoraLinearConfig {
     pub candidates: CandidatePlacement,
 }
 
+/// The adapter scaling `1 / r`: the reference's `lora_alpha = 1`, for which its initialization
+/// is designed.
+pub(crate) fn scaling(rank: usize) -> f64 {
+    1.0 / rank as f64
+}
+
 /// The reference's initialization bounds `(bound_A, bound_B)`: entries of `A`, `B` and their
 /// candidates are uniform on `±sqrt(3) sigma` with `gain = sqrt(1/3)`,
 /// `sigma_A = (sqrt(out) r / in^1.5)^(1/4) sqrt(gain)` and
@@ -133,15 +139,16 @@ impl SwitchLoraLinearConfig {
         let candidates_a = pool(d_input, bound_a);
         let candidates_b = pool(d_output, bound_b);
         let slots = Slots::initial(self.rank, pool_size);
+        // Always through data: a tensor on the host backend would otherwise stay outside the
+        // layer's autodiff context.
         let on_device = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &device);
         let a = on_device(rows(&candidates_a, &slots.selected_a)).transpose();
         let b = on_device(rows(&candidates_b, &slots.selected_b));
-        let scaling = 1.0 / self.rank as f64;
         let base = linear
             .weight
             .val()
             .detach()
-            .sub(a.clone().matmul(b.clone()).mul_scalar(scaling));
+            .sub(a.clone().matmul(b.clone()).mul_scalar(scaling(self.rank)));
         Ok(SwitchLoraLinear {
             weight: Param::initialized(linear.weight.id, base).set_require_grad(false),
             bias: linear.bias,
@@ -203,7 +210,7 @@ impl SwitchLoraLinear {
     /// The adapter scaling `1 / r` (the reference's `lora_alpha = 1`, for which its
     /// initialization is designed).
     pub fn scaling(&self) -> f64 {
-        1.0 / self.rank() as f64
+        scaling(self.rank())
     }
 
     /// Number of vectors in each candidate pool, `min(d_in, d_out)`.

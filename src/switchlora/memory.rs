@@ -8,7 +8,7 @@ use burn::store::ModuleRecord;
 use super::layers::find_layers;
 use crate::error::{Error, Result};
 use crate::groups::ParamInfo;
-use crate::memory::{format_bytes, StateFootprint, F32_BYTES};
+use crate::memory::{format_bytes, record_tensors, StateFootprint, F32_BYTES};
 
 /// The optimizer state of a rank-`rank` SwitchLoRA layer in place of a dense matrix, for
 /// [`MemoryReport::estimate`](crate::MemoryReport::estimate) on the dense model: the adapters'
@@ -157,10 +157,7 @@ impl core::fmt::Display for SwitchLoraMemory {
 pub fn load_record<M: Module>(model: M, record: ModuleRecord) -> Result<M> {
     let unreadable = |e: &dyn core::fmt::Display| Error::Record(e.to_string());
     let bytes = record.into_bytes().map_err(|e| unreadable(&e))?;
-    let reader = burn_pack::Reader::from_bytes(bytes.clone()).map_err(|e| unreadable(&e))?;
-    let shapes: HashMap<String, Vec<usize>> = reader
-        .into_tensors()
-        .map_err(|e| unreadable(&e))?
+    let shapes: HashMap<String, Vec<usize>> = record_tensors(bytes.clone())?
         .into_iter()
         .map(|t| (t.name, t.shape.to_vec()))
         .collect();

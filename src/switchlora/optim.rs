@@ -12,7 +12,7 @@ use super::switcher::{Switchboard, Switcher};
 use crate::adam::{AdamHyper, Moments};
 use crate::error::Error;
 use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank};
-use crate::projected::log_skip;
+use crate::projected::{decay, log_skip};
 use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
@@ -296,21 +296,15 @@ impl AdapterAdam {
             .clone()
             .div(denominator)
             .mul(spread(step_size));
-        let weights = if self.weight_decay == 0.0 {
-            weights
-        } else {
-            let decay = -lr * self.weight_decay as f64;
-            match active {
-                Some(mask) => weights.clone().add(weights.mul(mask).mul_scalar(decay)),
-                None => weights.mul_scalar(1.0 + decay),
+        // Frozen vectors are not decayed either.
+        let weights = match active {
+            Some(mask) if self.weight_decay != 0.0 => {
+                let rate = -lr * self.weight_decay as f64;
+                weights.clone().add(weights.mul(mask).mul_scalar(rate))
             }
+            _ => decay(weights, lr, self.weight_decay),
         };
-        let state = AdapterAdamState {
-            moments,
-            vector_steps: state.vector_steps,
-            frozen: state.frozen,
-        };
-        (weights.sub(update), state)
+        (weights.sub(update), AdapterAdamState { moments, ..state })
     }
 }
 

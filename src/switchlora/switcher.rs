@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::layers::{find_layers, take, LayerParts, Part, Replacements};
-use super::linear::Slots;
+use super::linear::{scaling, Slots};
 use super::schedule::SwitchScheduleConfig;
 use crate::error::{Error, Result};
 
@@ -207,7 +207,6 @@ struct Complete {
     b_path: String,
     rank: usize,
     pool_size: usize,
-    scaling: f64,
 }
 
 impl Complete {
@@ -224,7 +223,6 @@ impl Complete {
             lora_b: layer.lora_b.ok_or_else(|| missing("lora_b"))?,
             candidates_b: layer.candidates_b.ok_or_else(|| missing("candidates_b"))?,
             slots: layer.slots.ok_or_else(|| missing("slots"))?,
-            scaling: 1.0 / rank as f64,
             lora_a,
             candidates_a,
             a_path,
@@ -283,7 +281,7 @@ impl Complete {
             ],
             0,
         );
-        let weight = weight.add(left.mul_scalar(self.scaling).matmul(right));
+        let weight = weight.add(left.mul_scalar(scaling(self.rank)).matmul(right));
 
         // The old vectors go back to their pool slots; the new ones into the adapters.
         let returned = |slots_: &[usize], selected: &[usize]| -> Vec<usize> {
