@@ -80,13 +80,35 @@ fn every_side_and_method_gives_orthonormal_bases_of_the_right_shape() {
     }
 }
 
+/// The rules are galore-torch's on the layer's PyTorch view `[out, in]`, so on a Burn weight
+/// `[d_in, d_out]` every side is the transpose of the one galore-torch picks for that view.
 #[test]
-fn std_projects_the_smaller_side() {
-    assert_eq!(ProjType::Std.side(30, 12), Side::Right);
+fn proj_types_pick_the_references_side_of_the_same_layer() {
+    // galore-torch verbatim, on [rows, cols] = [out, in].
+    assert_eq!(ProjType::Std.torch_side(30, 12), Side::Right);
+    assert_eq!(ProjType::Std.torch_side(12, 30), Side::Left);
+    assert_eq!(ProjType::Std.torch_side(16, 16), Side::Right);
+    assert_eq!(ProjType::ReverseStd.torch_side(30, 12), Side::Left);
+    assert_eq!(ProjType::ReverseStd.torch_side(16, 16), Side::Left);
+    // The same layers in Burn's layout [d_in, d_out] = [cols, rows].
     assert_eq!(ProjType::Std.side(12, 30), Side::Left);
-    assert_eq!(ProjType::Std.side(16, 16), Side::Right);
-    assert_eq!(ProjType::ReverseStd.side(30, 12), Side::Left);
+    assert_eq!(ProjType::Std.side(30, 12), Side::Right);
+    assert_eq!(ProjType::Std.side(16, 16), Side::Left);
     assert_eq!(ProjType::ReverseStd.side(12, 30), Side::Right);
+    assert_eq!(ProjType::ReverseStd.side(30, 12), Side::Left);
+    assert_eq!(ProjType::ReverseStd.side(16, 16), Side::Right);
+    for (m, n) in [(12, 30), (30, 12), (16, 16)] {
+        assert_eq!(ProjType::Left.side(m, n), Side::Right, "{m}x{n}");
+        assert_eq!(ProjType::Right.side(m, n), Side::Left, "{m}x{n}");
+        assert_eq!(ProjType::Full.side(m, n), Side::Both, "{m}x{n}");
+        for proj_type in PROJ_TYPES {
+            assert_eq!(
+                proj_type.side(m, n),
+                proj_type.torch_side(n, m).transposed(),
+                "{proj_type:?} {m}x{n}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -149,7 +171,8 @@ fn randomized_svd_captures_99_percent_of_the_top_energy() {
     let (g, u, _) = gradient_like(&mut rng, m, n);
     let top = Dense::from_fn(m, r, |i, j| u.at(i, j));
     let p = prepare(
-        &manager(r, ProjType::Left, ProjectionMethod::Randomized),
+        // `Right` reduces the layer's input dimension: the rows of a Burn weight.
+        &manager(r, ProjType::Right, ProjectionMethod::Randomized),
         &g,
     );
     let fraction = captured_fraction(&g, &bases(&p.subspace).0.unwrap(), &top);
@@ -202,12 +225,9 @@ fn rank_above_the_matrix_size_is_clamped_not_a_panic() {
     for proj_type in PROJ_TYPES {
         let p = prepare(&manager(50, proj_type, ProjectionMethod::Svd), &g);
         assert_eq!(p.subspace.rank, 6, "{proj_type:?}");
-        // At full rank on the projected side the projection loses nothing.
+        // At full rank on the projected side (the 6 columns) the projection loses nothing.
         let back = Dense::from_tensor(&p.subspace.project_back(p.low_grad.clone()));
-        if proj_type != ProjType::ReverseStd
-            && proj_type != ProjType::Left
-            && proj_type != ProjType::Full
-        {
+        if p.subspace.side == Side::Right {
             assert!(back.max_abs_diff(&g) < 1e-5, "{proj_type:?}");
         }
     }
@@ -376,7 +396,7 @@ fn rotate_preserves_the_full_space_moment_when_the_span_is_unchanged() {
     let (g1, u, v) = with_spectrum(&mut rng, m, n, &s1, 0.0);
     let us2 = Dense::from_fn(m, 6, |i, j| u.at(i, j) * s2[j]);
     let g2 = us2.matmul(&v.t());
-    let (first, before, rotated) = refresh_with(MomentPolicy::Rotate, ProjType::Right, &g1, &g2);
+    let (first, before, rotated) = refresh_with(MomentPolicy::Rotate, ProjType::Left, &g1, &g2); // raw columns
     let old = bases(&first.subspace).1.unwrap();
     let new = bases(&rotated.subspace).1.unwrap();
     assert!(

@@ -21,8 +21,9 @@ use crate::rng::{mix_seed, random_subset};
 
 /// Configuration of the projection-subspace manager, shared by every projected optimizer.
 ///
-/// Defaults are GaLore's (`galore-torch` 1.0): rank 128, refresh every 200 steps, project the
-/// smaller side, exact SVD, moments kept across refreshes, fixed gap.
+/// Defaults are GaLore's (`galore-torch` 1.0): rank 128, refresh every 200 steps, project each
+/// layer's smaller dimension (its input dimension when square, see [`ProjType`]), exact SVD,
+/// moments kept across refreshes, fixed gap.
 #[derive(Config, Debug)]
 pub struct SubspaceConfig {
     /// Rank `r` of the subspace; clamped to `min(m, n)` per matrix (logged once per shape).
@@ -34,7 +35,8 @@ pub struct SubspaceConfig {
     /// Steps between basis refreshes `T` (the first refresh happens at the first step).
     #[config(default = 200)]
     pub update_proj_gap: usize,
-    /// Which side of each matrix is projected.
+    /// Which dimension of each layer is projected, as the references mean it for the same
+    /// layer (applied to the PyTorch-layout view of a Burn weight; see [`ProjType`]).
     #[config(default = "ProjType::Std")]
     pub proj_type: ProjType,
     /// How a refresh computes the basis.

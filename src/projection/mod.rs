@@ -10,9 +10,12 @@
 //! - [`Side::Left`]: `R = Pᵀ G`, `P` is `m x r`, the state is `r x n`;
 //! - [`Side::Both`]: `R = Lᵀ G P`, the state is `r x r`.
 //!
-//! Every basis has orthonormal columns, and the side is stored in the state when it is first
-//! chosen, so nothing is re-derived from shapes later (the reference code infers the side from
-//! the low-rank tensor's shape, which breaks on square matrices and on `r >= min(m, n)`).
+//! `G` is the raw parameter tensor (Burn's `Linear` weight is `[d_in, d_out]`, the transpose of
+//! PyTorch's); [`ProjType`] applies the references' rules to the layer, i.e. to `Gᵀ`, and the
+//! [`Side`] it yields is stored for `G`. Every basis has orthonormal columns except Gaussian
+//! ones, and the side is stored in the state when it is first chosen, so nothing is re-derived
+//! from shapes later (the reference code infers the side from the low-rank tensor's shape, which
+//! breaks on square matrices and on `r >= min(m, n)`).
 
 mod basis;
 mod dct;
@@ -30,34 +33,75 @@ use burn::tensor::{Device, Tensor};
 
 use crate::{RecordState, StateSink, StateSource};
 
-/// Which side of the gradient is projected: the reference's `proj_type`.
+/// Which dimension of each layer is projected: the reference's `proj_type`, meaning what it
+/// means in `galore-torch`, `fira` and `apollo-torch` **for the same layer**.
+///
+/// The references name sides of PyTorch's weight, stored `[out, in]`; Burn's `Linear` stores the
+/// transpose, `[d_in, d_out]`. So the rule is applied to the PyTorch-layout view `Wᵀ` of a Burn
+/// weight, and the [`Side`] it yields is then stated for the raw Burn tensor (the fact a
+/// subspace stores): a PyTorch right projection (`Gᵀ P`, reducing `in`) is a Burn left
+/// projection (`Pᵀ G`, reducing `d_in`), and the other way round.
+///
+/// Every other matrix parameter gets the same rule, read as if it were a `Linear` weight: its
+/// rows are taken as the input dimension. (Burn's `Embedding` stores `[n_embedding, d_model]`,
+/// as PyTorch does; on such a weight `Left` and `Right` therefore name the sides opposite to
+/// PyTorch's, `Std` still projects the smaller side, and only a square one is tie-broken the
+/// other way.) DCT columns, Fira's and APOLLO's per-channel axis and FRUGAL's subspace all follow
+/// the chosen side, so they agree with the references for the same layer too.
+///
+/// ```
+/// use lowrank_optim::{ProjType, Side};
+/// // A LLaMA attention projection, Burn layout [d_in, d_out] = [512, 512]: galore-torch
+/// // projects the layer's input dimension, i.e. the rows of the Burn weight.
+/// assert_eq!(ProjType::Std.side(512, 512), Side::Left);
+/// // What galore-torch picks for the same layer's PyTorch tensor [out, in]:
+/// assert_eq!(ProjType::Std.torch_side(512, 512), Side::Right);
+/// ```
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum ProjType {
-    /// Project the smaller side: right when `m >= n`, else left (GaLore's default).
+    /// Project the layer's smaller dimension; on a square layer its input dimension
+    /// (galore-torch's default: right projection of `[out, in]` when `out >= in`).
     Std,
-    /// Project the larger side: left when `m >= n`, else right.
+    /// Project the layer's larger dimension; on a square layer its output dimension.
     ReverseStd,
-    /// Always project on the left (`R = Pᵀ G`).
+    /// galore-torch's `left` (`Pᵀ G` on `[out, in]`): the layer's output dimension is projected.
     Left,
-    /// Always project on the right (`R = G P`).
+    /// galore-torch's `right` (`G P` on `[out, in]`): the layer's input dimension is projected.
     Right,
-    /// Project both sides (`R = Lᵀ G P`, state `r x r`).
+    /// Project both dimensions (state `r x r`).
     Full,
 }
 
 impl ProjType {
-    /// The side this rule picks for an `m x n` matrix.
+    /// The side this rule picks for a Burn-layout `m x n` matrix (`[d_in, d_out]`), stated for
+    /// that raw tensor: [`torch_side`](Self::torch_side) of the PyTorch view `n x m`,
+    /// transposed.
     ///
     /// ```
     /// use lowrank_optim::{ProjType, Side};
+    /// // A 1376 -> 512 MLP down-projection: its weight is [1376, 512] in Burn.
     /// assert_eq!(ProjType::Std.side(1376, 512), Side::Right);
     /// assert_eq!(ProjType::Std.side(512, 1376), Side::Left);
+    /// assert_eq!(ProjType::Right.side(512, 1376), Side::Left); // the input dimension
     /// ```
     pub fn side(self, m: usize, n: usize) -> Side {
+        self.torch_side(n, m).transposed()
+    }
+
+    /// The side the reference picks for a PyTorch-layout `rows x cols` tensor (`[out, in]`),
+    /// stated for that tensor: galore-torch's rules verbatim.
+    ///
+    /// ```
+    /// use lowrank_optim::{ProjType, Side};
+    /// assert_eq!(ProjType::Std.torch_side(1376, 512), Side::Right);
+    /// assert_eq!(ProjType::Std.torch_side(512, 512), Side::Right);
+    /// assert_eq!(ProjType::ReverseStd.torch_side(512, 512), Side::Left);
+    /// ```
+    pub fn torch_side(self, rows: usize, cols: usize) -> Side {
         match self {
-            ProjType::Std if m >= n => Side::Right,
+            ProjType::Std if rows >= cols => Side::Right,
             ProjType::Std => Side::Left,
-            ProjType::ReverseStd if m >= n => Side::Left,
+            ProjType::ReverseStd if rows >= cols => Side::Left,
             ProjType::ReverseStd => Side::Right,
             ProjType::Left => Side::Left,
             ProjType::Right => Side::Right,
@@ -102,7 +146,9 @@ pub enum MomentPolicy {
     Rotate,
 }
 
-/// The projected side of one matrix, stored explicitly in its state.
+/// The projected side of one matrix, stored explicitly in its state, as a fact about the raw
+/// tensor the optimizer steps (Burn's `[d_in, d_out]` for a `Linear`); [`ProjType`] says which
+/// side a rule picks for a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// `R = Pᵀ G` with `P` of shape `m x r`.
@@ -128,6 +174,22 @@ impl Side {
             1 => Some(Side::Right),
             2 => Some(Side::Both),
             _ => None,
+        }
+    }
+
+    /// The same projection stated for the transposed matrix: `Pᵀ G = (Gᵀ P)ᵀ`, so left and
+    /// right swap and two-sided stays two-sided.
+    ///
+    /// ```
+    /// use lowrank_optim::Side;
+    /// assert_eq!(Side::Left.transposed(), Side::Right);
+    /// assert_eq!(Side::Both.transposed(), Side::Both);
+    /// ```
+    pub fn transposed(self) -> Self {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+            Side::Both => Side::Both,
         }
     }
 

@@ -1,5 +1,11 @@
 //! The parity-fixture format shared by the reference fixtures (`fixtures/*.py`): one parameter
 //! stepped a few times from `w0` with recorded gradients, and the weights after every step.
+//!
+//! Fixtures hold PyTorch tensors, a matrix in PyTorch's `[out, in]` layout. Our optimizers are
+//! stepped in **Burn's** layout: the same layer's weight is the transpose, `[d_in, d_out]`, so a
+//! matrix case is fed as `W0ᵀ, Gᵀ` and compared with the reference trajectory transposed. That
+//! is the parity a user training a Burn `Linear` gets (`proj_type` names the same dimension of
+//! the layer as in the reference).
 
 use burn::optim::Optimizer;
 use burn::tensor::Tensor;
@@ -45,17 +51,28 @@ pub fn proj_type(name: Option<&str>) -> ProjType {
     }
 }
 
-/// Steps a rank-`D` parameter through the case and returns the weights after each step.
+/// Steps a rank-`D` parameter through the case as given (no transposition) and returns the
+/// weights after each step.
 pub fn run<O: Optimizer, const D: usize>(
     optim: &O,
     case: &Case,
     shape: [usize; D],
 ) -> Vec<Vec<f32>> {
-    let mut w: Tensor<D> = super::tensor(&case.w0, shape);
+    run_values(optim, case.lr, &case.w0, &case.grads, shape)
+}
+
+fn run_values<O: Optimizer, const D: usize>(
+    optim: &O,
+    lr: f64,
+    w0: &[f32],
+    grads: &[Vec<f32>],
+    shape: [usize; D],
+) -> Vec<Vec<f32>> {
+    let mut w: Tensor<D> = super::tensor(w0, shape);
     let mut state = None;
     let mut out = Vec::new();
-    for g in &case.grads {
-        let (next, next_state) = optim.step(case.lr, w, super::tensor(g, shape), state);
+    for g in grads {
+        let (next, next_state) = optim.step(lr, w, super::tensor(g, shape), state);
         w = next;
         state = next_state;
         out.push(super::values(&w));
@@ -63,7 +80,53 @@ pub fn run<O: Optimizer, const D: usize>(
     out
 }
 
-/// Every weight after every step within `tolerance(case)` of the reference.
+/// Row-major `rows x cols` values transposed (row-major `cols x rows`).
+pub fn transpose(values: &[f32], [rows, cols]: [usize; 2]) -> Vec<f32> {
+    assert_eq!(values.len(), rows * cols, "transpose: length mismatch");
+    (0..cols)
+        .flat_map(|j| (0..rows).map(move |i| values[i * cols + j]))
+        .collect()
+}
+
+/// The case in Burn's layout: the shape, initial weights, gradients and reference weights of a
+/// matrix transposed (`[out, in]` becomes `[in, out]`); other ranks unchanged.
+pub struct BurnLayout {
+    pub shape: Vec<usize>,
+    pub w0: Vec<f32>,
+    pub grads: Vec<Vec<f32>>,
+    pub weights: Vec<Vec<f32>>,
+}
+
+impl BurnLayout {
+    pub fn of(case: &Case) -> Self {
+        let (shape, flip): (_, Box<dyn Fn(&[f32]) -> Vec<f32>>) = match case.shape[..] {
+            [rows, cols] => (
+                vec![cols, rows],
+                Box::new(move |x| transpose(x, [rows, cols])),
+            ),
+            _ => (case.shape.clone(), Box::new(|x| x.to_vec())),
+        };
+        let all = |xs: &[Vec<f32>]| xs.iter().map(|x| flip(x)).collect();
+        Self {
+            shape,
+            w0: flip(&case.w0),
+            grads: all(&case.grads),
+            weights: all(&case.weights),
+        }
+    }
+
+    /// Our weights after every step, stepped in this layout.
+    pub fn run<O: Optimizer>(&self, optim: &O, case: &Case) -> Vec<Vec<f32>> {
+        match self.shape[..] {
+            [m, n] => run_values(optim, case.lr, &self.w0, &self.grads, [m, n]),
+            [n] => run_values(optim, case.lr, &self.w0, &self.grads, [n]),
+            _ => panic!("{}: unsupported fixture shape", case.name),
+        }
+    }
+}
+
+/// Every weight after every step, stepped in Burn's layout, within `tolerance(case)` of the
+/// reference's (transposed) weights.
 pub fn check_all<O: Optimizer>(
     fixture: &Fixture,
     build: impl Fn(&Case) -> O,
@@ -71,19 +134,16 @@ pub fn check_all<O: Optimizer>(
 ) {
     for case in &fixture.cases {
         assert_eq!(case.grads.len(), fixture.steps);
-        let optim = build(case);
-        let ours = match case.shape[..] {
-            [m, n] => run(&optim, case, [m, n]),
-            [n] => run(&optim, case, [n]),
-            _ => panic!("{}: unsupported fixture shape", case.name),
-        };
+        let burn = BurnLayout::of(case);
+        let ours = burn.run(&build(case), case);
         let tolerance = tolerance(case);
-        for (step, (got, want)) in ours.iter().zip(&case.weights).enumerate() {
+        for (step, (got, want)) in ours.iter().zip(&burn.weights).enumerate() {
             let diff = super::max_abs_diff(got, want);
             assert!(
                 diff <= tolerance,
-                "{} step {}: max |ours - reference| = {diff:e} > {tolerance:e}",
+                "{} (Burn layout {:?}) step {}: max |ours - reference| = {diff:e} > {tolerance:e}",
                 case.name,
+                burn.shape,
                 step + 1
             );
         }

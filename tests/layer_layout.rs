@@ -1,0 +1,206 @@
+//! `proj_type` on a real Burn `Linear`: the rule reduces the dimension of the layer that
+//! galore-torch reduces for the same layer, although Burn stores the weight as `[d_in, d_out]`,
+//! the transpose of PyTorch's `[out, in]`.
+//!
+//! The gradient is chosen so that the answer is visible without any SVD: with the batch
+//! `x = I` and the loss `sum(y ∘ C)`, the weight's gradient is exactly `C`. For
+//! `C = diag(s) Q + noise` (rows of distinct norms, `r` of them large, `Q` orthogonal, noise
+//! 1e-3) the top-`r` singular vectors on the input side are close to the first `r` unit
+//! vectors, so a GaLore step that reduces the input dimension changes (almost) only the first
+//! `r` rows of the Burn weight; one that reduces the output dimension instead keeps Adam's sign
+//! of the noise in every row. `C = Q diag(s) + noise` tells the output dimension apart the same
+//! way, by columns.
+
+mod common;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Tensor, TensorData};
+use common::{values, Dense};
+use lowrank_optim::{GaLoreConfig, ProjType, Router};
+
+const RANK: usize = 3;
+
+/// Which dimension of the layer galore-torch reduces (read from `galore_projector.py`, for its
+/// `[out, in]` tensor: `right` reduces `in`, `left` reduces `out`, `std` picks right when
+/// `out >= in`, `reverse_std` left).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reduced {
+    Input,
+    Output,
+}
+
+fn galore_torch_reduces(proj_type: ProjType, d_in: usize, d_out: usize) -> Reduced {
+    let right = match proj_type {
+        ProjType::Std => d_out >= d_in,
+        ProjType::ReverseStd => d_out < d_in,
+        ProjType::Right => true,
+        ProjType::Left => false,
+        ProjType::Full => unreachable!("two-sided reduces both"),
+    };
+    if right {
+        Reduced::Input
+    } else {
+        Reduced::Output
+    }
+}
+
+/// An orthogonal `n x n` matrix (the orthonormal DCT-II), independent of the crate's DCT code.
+fn orthogonal(n: usize) -> Dense {
+    Dense::from_fn(n, n, |k, i| {
+        let scale = if k == 0 {
+            (1.0 / n as f64).sqrt()
+        } else {
+            (2.0 / n as f64).sqrt()
+        };
+        scale * (std::f64::consts::PI * k as f64 * (2 * i + 1) as f64 / (2 * n) as f64).cos()
+    })
+}
+
+/// `C = diag(s) Q + noise` (`reduced == Input`, singular vectors on the rows) or
+/// `C = Q diag(s) + noise` (`Output`, on the columns), `[d_in, d_out]`, with `s` decreasing from
+/// the first index (`r` leading values, then a small tail) and a small deterministic noise that no rank-`r` subspace captures.
+fn gradient(d_in: usize, d_out: usize, reduced: Reduced) -> Dense {
+    // r leading values well above the rest, so the noise tilts the top subspace by < 1%.
+    let s = |i: usize| {
+        if i < RANK {
+            1.0 - 0.2 * i as f64
+        } else {
+            0.05 * 0.5f64.powi((i - RANK) as i32)
+        }
+    };
+    let noise = |i: usize, j: usize| 1e-3 * (1.7 * i as f64 + 2.3 * j as f64 + 0.5).sin();
+    match reduced {
+        Reduced::Input => {
+            let q = orthogonal(d_out);
+            Dense::from_fn(d_in, d_out, |i, j| {
+                let aligned = if i < d_out { s(i) * q.at(i, j) } else { 0.0 };
+                aligned + noise(i, j)
+            })
+        }
+        Reduced::Output => {
+            let q = orthogonal(d_in);
+            Dense::from_fn(d_in, d_out, |i, j| {
+                let aligned = if j < d_in { q.at(i, j) * s(j) } else { 0.0 };
+                aligned + noise(i, j)
+            })
+        }
+    }
+}
+
+/// One GaLore step through a routed `ModuleOptimizer` on a `Linear` whose weight gradient is
+/// `c`; returns the change of the weight, `[d_in, d_out]`.
+fn weight_change(proj_type: ProjType, c: &Dense) -> Dense {
+    let device = common::device().autodiff();
+    let (d_in, d_out) = (c.rows, c.cols);
+    let layer: Linear = LinearConfig::new(d_in, d_out).init(&device);
+    let before = Dense::from_tensor(&layer.weight.val().inner());
+    let galore = GaLoreConfig::new()
+        .with_rank(RANK)
+        .with_proj_type(proj_type)
+        .with_scale(1.0)
+        .init()
+        .unwrap();
+    let mut optim = Router::from_predicate(|p| p.shape.len() == 2).build(
+        &layer,
+        galore,
+        AdamWConfig::new().with_weight_decay(0.0).build(),
+    );
+    let x = Tensor::<2>::from_data(TensorData::new(identity(d_in), [d_in, d_in]), &device);
+    let target = Tensor::<2>::from_data(
+        TensorData::new(c.data.iter().map(|&v| v as f32).collect(), [d_in, d_out]),
+        &device,
+    );
+    let loss = layer.forward(x).mul(target).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &layer);
+    let layer = optim.step(0.01, layer, grads);
+    let after = Dense::from_tensor(&layer.valid().weight.val());
+    Dense::from_fn(d_in, d_out, |i, j| after.at(i, j) - before.at(i, j))
+}
+
+fn identity(n: usize) -> Vec<f32> {
+    (0..n * n)
+        .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// Largest |change| inside and outside the first `RANK` rows (or columns).
+fn inside_outside(delta: &Dense, reduced: Reduced) -> (f64, f64) {
+    let (mut inside, mut outside) = (0.0f64, 0.0f64);
+    for i in 0..delta.rows {
+        for j in 0..delta.cols {
+            let index = if reduced == Reduced::Input { i } else { j };
+            let slot = if index < RANK {
+                &mut inside
+            } else {
+                &mut outside
+            };
+            *slot = slot.max(delta.at(i, j).abs());
+        }
+    }
+    (inside, outside)
+}
+
+/// `max |change|` outside the first `r` rows (columns) over `max |change|` inside them.
+fn leak(proj_type: ProjType, c: &Dense, reduced: Reduced) -> f64 {
+    let (inside, outside) = inside_outside(&weight_change(proj_type, c), reduced);
+    assert!(
+        inside > 1e-3,
+        "{proj_type:?}: the weight did not move ({inside:e})"
+    );
+    outside / inside
+}
+
+#[test]
+fn every_proj_type_reduces_the_dimension_galore_torch_reduces_for_the_same_layer() {
+    let shapes = [(12, 12), (16, 8), (8, 16)];
+    let rules = [
+        ProjType::Std,
+        ProjType::ReverseStd,
+        ProjType::Left,
+        ProjType::Right,
+    ];
+    for (d_in, d_out) in shapes {
+        for proj_type in rules {
+            let reduced = galore_torch_reduces(proj_type, d_in, d_out);
+            let what = format!("{proj_type:?} on Linear({d_in} -> {d_out})");
+            let c = gradient(d_in, d_out, reduced);
+            // Confined to the reduced dimension's top-r subspace: the first r rows (columns),
+            // up to the noise's tilt of the singular vectors (~1e-2 of the update).
+            let ours = leak(proj_type, &c, reduced);
+            assert!(
+                ours < 0.05,
+                "{what}: reduces the other dimension (leak {ours:.3})"
+            );
+            // The measure tells the two apart: reducing the other dimension leaks fully.
+            let opposite = match reduced {
+                Reduced::Input => ProjType::Left,
+                Reduced::Output => ProjType::Right,
+            };
+            let theirs = leak(opposite, &c, reduced);
+            assert!(theirs > 0.5, "{what}: {opposite:?} leaks only {theirs:.3}");
+        }
+    }
+}
+
+#[test]
+fn the_square_attention_weight_keeps_galore_torch_state_shape() {
+    // galore-torch on a square [out, in] weight: right projection, state [out, r]. In Burn's
+    // layout that is [r, d_out]: the projected moments of `Pᵀ G`.
+    let galore = GaLoreConfig::new().with_rank(RANK).init().unwrap();
+    let grad: Tensor<2> = common::tensor(
+        &gradient(12, 12, Reduced::Input)
+            .data
+            .iter()
+            .map(|&v| v as f32)
+            .collect::<Vec<_>>(),
+        [12, 12],
+    );
+    let prepared = galore
+        .manager()
+        .prepare(None, None, grad, 0)
+        .expect("finite gradient");
+    assert_eq!(prepared.low_grad.dims(), [RANK, 12]);
+    assert_eq!(values(&prepared.moments.first).len(), RANK * 12);
+}
