@@ -15,10 +15,10 @@ mod common;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
 use common::{values, Dense};
-use lowrank_optim::{GaLoreConfig, ProjType, Router};
+use lowrank_optim::{ApolloConfig, GaLoreConfig, ProjType, Router};
 
 const RANK: usize = 3;
 
@@ -92,19 +92,25 @@ fn gradient(d_in: usize, d_out: usize, reduced: Reduced) -> Dense {
 /// One GaLore step through a routed `ModuleOptimizer` on a `Linear` whose weight gradient is
 /// `c`; returns the change of the weight, `[d_in, d_out]`.
 fn weight_change(proj_type: ProjType, c: &Dense) -> Dense {
-    let device = common::device().autodiff();
-    let (d_in, d_out) = (c.rows, c.cols);
-    let layer: Linear = LinearConfig::new(d_in, d_out).init(&device);
-    let before = Dense::from_tensor(&layer.weight.val().inner());
     let galore = GaLoreConfig::new()
         .with_rank(RANK)
         .with_proj_type(proj_type)
         .with_scale(1.0)
         .init()
         .unwrap();
+    step_layer(galore, c)
+}
+
+/// One step of `projected` (on the weight; AdamW on the bias) on a `Linear` whose weight
+/// gradient is `c`; returns the change of the weight, `[d_in, d_out]`.
+fn step_layer(projected: impl Optimizer, c: &Dense) -> Dense {
+    let device = common::device().autodiff();
+    let (d_in, d_out) = (c.rows, c.cols);
+    let layer: Linear = LinearConfig::new(d_in, d_out).init(&device);
+    let before = Dense::from_tensor(&layer.weight.val().inner());
     let mut optim = Router::from_predicate(|p| p.shape.len() == 2).build(
         &layer,
-        galore,
+        projected,
         AdamWConfig::new().with_weight_decay(0.0).build(),
     );
     let x = Tensor::<2>::from_data(TensorData::new(identity(d_in), [d_in, d_in]), &device);
@@ -203,4 +209,36 @@ fn the_square_attention_weight_keeps_galore_torch_state_shape() {
         .expect("finite gradient");
     assert_eq!(prepared.low_grad.dims(), [RANK, 12]);
     assert_eq!(values(&prepared.moments.first).len(), RANK * 12);
+}
+
+/// APOLLO's channels follow the side: apollo-torch projects a square `[out, in]` weight on the
+/// right and scales each of its rows, i.e. each output feature. In Burn's layout that is one
+/// factor per column: `ΔW = G diag(c)` with `c` varying from column to column.
+#[test]
+fn apollo_scales_each_output_feature_of_a_square_layer() {
+    let d = 12;
+    // Entries of order one, so the change of the weight is far above its f32 round-off.
+    let c = Dense::from_fn(d, d, |i, j| {
+        1.0 + 0.5 * (1.7 * i as f64 + 2.3 * j as f64).sin()
+    });
+    let apollo = ApolloConfig::new().with_rank(RANK).init().unwrap();
+    let delta = step_layer(apollo, &c);
+    let ratio = |i: usize, j: usize| delta.at(i, j) / c.at(i, j);
+    for j in 0..d {
+        for i in 1..d {
+            let spread = (ratio(i, j) - ratio(0, j)).abs() / ratio(0, j).abs();
+            assert!(
+                spread < 1e-3,
+                "column {j}: factor differs down the column ({spread:e})"
+            );
+        }
+    }
+    let columns: Vec<f64> = (0..d).map(|j| ratio(0, j)).collect();
+    let (lo, hi) = columns
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(
+        (hi - lo).abs() > 1e-3 * hi.abs(),
+        "one factor for every column: not channel-wise ({lo:e} .. {hi:e})"
+    );
 }

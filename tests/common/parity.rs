@@ -99,16 +99,20 @@ pub struct BurnLayout {
 
 impl BurnLayout {
     pub fn of(case: &Case) -> Self {
-        let (shape, flip): (_, Box<dyn Fn(&[f32]) -> Vec<f32>>) = match case.shape[..] {
-            [rows, cols] => (
-                vec![cols, rows],
-                Box::new(move |x| transpose(x, [rows, cols])),
-            ),
-            _ => (case.shape.clone(), Box::new(|x| x.to_vec())),
+        let matrix = match case.shape[..] {
+            [rows, cols] => Some([rows, cols]),
+            _ => None,
+        };
+        let flip = |x: &[f32]| match matrix {
+            Some(dims) => transpose(x, dims),
+            None => x.to_vec(),
         };
         let all = |xs: &[Vec<f32>]| xs.iter().map(|x| flip(x)).collect();
         Self {
-            shape,
+            shape: match matrix {
+                Some([rows, cols]) => vec![cols, rows],
+                None => case.shape.clone(),
+            },
             w0: flip(&case.w0),
             grads: all(&case.grads),
             weights: all(&case.weights),
