@@ -46,18 +46,6 @@ fn galore_torch_reduces(proj_type: ProjType, d_in: usize, d_out: usize) -> Reduc
     }
 }
 
-/// An orthogonal `n x n` matrix (the orthonormal DCT-II), independent of the crate's DCT code.
-fn orthogonal(n: usize) -> Dense {
-    Dense::from_fn(n, n, |k, i| {
-        let scale = if k == 0 {
-            (1.0 / n as f64).sqrt()
-        } else {
-            (2.0 / n as f64).sqrt()
-        };
-        scale * (std::f64::consts::PI * k as f64 * (2 * i + 1) as f64 / (2 * n) as f64).cos()
-    })
-}
-
 /// `C = diag(s) Q + noise` (`reduced == Input`, singular vectors on the rows) or
 /// `C = Q diag(s) + noise` (`Output`, on the columns), `[d_in, d_out]`, with `s` decreasing from
 /// the first index (`r` leading values, then a small tail) and a small deterministic noise that no rank-`r` subspace captures.
@@ -73,14 +61,14 @@ fn gradient(d_in: usize, d_out: usize, reduced: Reduced) -> Dense {
     let noise = |i: usize, j: usize| 1e-3 * (1.7 * i as f64 + 2.3 * j as f64 + 0.5).sin();
     match reduced {
         Reduced::Input => {
-            let q = orthogonal(d_out);
+            let q = Dense::orthonormal_dct(d_out);
             Dense::from_fn(d_in, d_out, |i, j| {
                 let aligned = if i < d_out { s(i) * q.at(i, j) } else { 0.0 };
                 aligned + noise(i, j)
             })
         }
         Reduced::Output => {
-            let q = orthogonal(d_in);
+            let q = Dense::orthonormal_dct(d_in);
             Dense::from_fn(d_in, d_out, |i, j| {
                 let aligned = if j < d_in { q.at(i, j) * s(j) } else { 0.0 };
                 aligned + noise(i, j)

@@ -12,21 +12,9 @@ use lowrank_optim::projection::{
 };
 use lowrank_optim::{MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig};
 
-/// The orthonormal DCT matrix of the reference, in f64.
-fn dct_reference(n: usize) -> Dense {
-    Dense::from_fn(n, n, |k, j| {
-        let norm = if k == 0 {
-            (1.0 / n as f64).sqrt()
-        } else {
-            (2.0 / n as f64).sqrt()
-        };
-        norm * (std::f64::consts::PI * k as f64 * (2 * j + 1) as f64 / (2.0 * n as f64)).cos()
-    })
-}
-
 /// Column scores of `G Q` in f64.
 fn reference_scores(g: &Dense, norm: DctNorm) -> Vec<f64> {
-    let s = g.matmul(&dct_reference(g.cols));
+    let s = g.matmul(&Dense::orthonormal_dct(g.cols));
     (0..s.cols)
         .map(|j| {
             let column = (0..s.rows).map(|i| s.at(i, j));
@@ -63,7 +51,7 @@ fn dct_config(rank: usize, scoring: DctScoring, norm: DctNorm) -> SubspaceConfig
 fn dct_matrix_matches_the_formula_and_is_orthonormal() {
     for n in [1, 5, 16, 37] {
         let q = Dense::from_tensor(&dct_matrix(n, &device()));
-        assert!(q.max_abs_diff(&dct_reference(n)) < 1e-6, "n = {n}");
+        assert!(q.max_abs_diff(&Dense::orthonormal_dct(n)) < 1e-6, "n = {n}");
         let gram = q.t().matmul(&q);
         assert!(gram.max_abs_diff(&Dense::identity(n)) < 1e-5, "n = {n}");
     }

@@ -69,6 +69,19 @@ impl Dense {
         Self { rows, cols, data }
     }
 
+    /// The orthonormal DCT-II matrix (row `k` is frequency `k`), from its formula: an
+    /// orthogonal matrix independent of the crate's DCT code.
+    pub fn orthonormal_dct(n: usize) -> Self {
+        Dense::from_fn(n, n, |k, j| {
+            let norm = if k == 0 {
+                (1.0 / n as f64).sqrt()
+            } else {
+                (2.0 / n as f64).sqrt()
+            };
+            norm * (std::f64::consts::PI * k as f64 * (2 * j + 1) as f64 / (2.0 * n as f64)).cos()
+        })
+    }
+
     pub fn at(&self, i: usize, j: usize) -> f64 {
         self.data[i * self.cols + j]
     }
