@@ -16,8 +16,7 @@ mod common;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::{Tensor, TensorData};
-use common::{values, Dense};
+use common::Dense;
 use lowrank_optim::{ApolloConfig, GaLoreConfig, ProjType, Router};
 
 const RANK: usize = 3;
@@ -47,8 +46,9 @@ fn galore_torch_reduces(proj_type: ProjType, d_in: usize, d_out: usize) -> Reduc
 }
 
 /// `C = diag(s) Q + noise` (`reduced == Input`, singular vectors on the rows) or
-/// `C = Q diag(s) + noise` (`Output`, on the columns), `[d_in, d_out]`, with `s` decreasing from
-/// the first index (`r` leading values, then a small tail) and a small deterministic noise that no rank-`r` subspace captures.
+/// `C = Q diag(s) + noise` (`Output`, on the columns), `[d_in, d_out]`, with `s` decreasing
+/// from the first index (`r` leading values, then a small tail) and a small deterministic noise
+/// that no rank-`r` subspace captures.
 fn gradient(d_in: usize, d_out: usize, reduced: Reduced) -> Dense {
     // r leading values well above the rest, so the noise tilts the top subspace by < 1%.
     let s = |i: usize| {
@@ -101,22 +101,12 @@ fn step_layer(projected: impl Optimizer, c: &Dense) -> Dense {
         projected,
         AdamWConfig::new().with_weight_decay(0.0).build(),
     );
-    let x = Tensor::<2>::from_data(TensorData::new(identity(d_in), [d_in, d_in]), &device);
-    let target = Tensor::<2>::from_data(
-        TensorData::new(c.data.iter().map(|&v| v as f32).collect(), [d_in, d_out]),
-        &device,
-    );
-    let loss = layer.forward(x).mul(target).sum();
+    let x = Dense::identity(d_in).to_tensor_on(&device);
+    let loss = layer.forward(x).mul(c.to_tensor_on(&device)).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &layer);
     let layer = optim.step(0.01, layer, grads);
     let after = Dense::from_tensor(&layer.valid().weight.val());
     Dense::from_fn(d_in, d_out, |i, j| after.at(i, j) - before.at(i, j))
-}
-
-fn identity(n: usize) -> Vec<f32> {
-    (0..n * n)
-        .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
-        .collect()
 }
 
 /// Largest |change| inside and outside the first `RANK` rows (or columns).
@@ -183,20 +173,13 @@ fn the_square_attention_weight_keeps_galore_torch_state_shape() {
     // galore-torch on a square [out, in] weight: right projection, state [out, r]. In Burn's
     // layout that is [r, d_out]: the projected moments of `Pᵀ G`.
     let galore = GaLoreConfig::new().with_rank(RANK).init().unwrap();
-    let grad: Tensor<2> = common::tensor(
-        &gradient(12, 12, Reduced::Input)
-            .data
-            .iter()
-            .map(|&v| v as f32)
-            .collect::<Vec<_>>(),
-        [12, 12],
-    );
+    let grad = gradient(12, 12, Reduced::Input).to_tensor();
     let prepared = galore
         .manager()
         .prepare(None, None, grad, 0)
         .expect("finite gradient");
     assert_eq!(prepared.low_grad.dims(), [RANK, 12]);
-    assert_eq!(values(&prepared.moments.first).len(), RANK * 12);
+    assert_eq!(prepared.moments.dims(), [RANK, 12]);
 }
 
 /// APOLLO's channels follow the side: apollo-torch projects a square `[out, in]` weight on the

@@ -396,7 +396,8 @@ fn rotate_preserves_the_full_space_moment_when_the_span_is_unchanged() {
     let (g1, u, v) = with_spectrum(&mut rng, m, n, &s1, 0.0);
     let us2 = Dense::from_fn(m, 6, |i, j| u.at(i, j) * s2[j]);
     let g2 = us2.matmul(&v.t());
-    let (first, before, rotated) = refresh_with(MomentPolicy::Rotate, ProjType::Left, &g1, &g2); // raw columns
+    // `Left` (the layer's output dimension) projects the columns of the raw matrix.
+    let (first, before, rotated) = refresh_with(MomentPolicy::Rotate, ProjType::Left, &g1, &g2);
     let old = bases(&first.subspace).1.unwrap();
     let new = bases(&rotated.subspace).1.unwrap();
     assert!(

@@ -119,8 +119,13 @@ impl Dense {
     }
 
     pub fn to_tensor(&self) -> Tensor<2> {
+        self.to_tensor_on(&device())
+    }
+
+    /// The matrix as an `f32` tensor on `device` (e.g. an autodiff one).
+    pub fn to_tensor_on(&self, device: &Device) -> Tensor<2> {
         let v: Vec<f32> = self.data.iter().map(|&x| x as f32).collect();
-        tensor(&v, [self.rows, self.cols])
+        Tensor::from_data(TensorData::new(v, [self.rows, self.cols]), device)
     }
 
     pub fn identity(n: usize) -> Dense {
