@@ -88,7 +88,7 @@ fn bench_step(c: &mut Criterion) {
         time(
             &mut group,
             format!("galore/{id}"),
-            galore.init().unwrap(),
+            galore.build().unwrap(),
             &w,
             &g,
         );
@@ -96,7 +96,7 @@ fn bench_step(c: &mut Criterion) {
         time(
             &mut group,
             format!("fira/{id}"),
-            fira.init().unwrap(),
+            fira.build().unwrap(),
             &w,
             &g,
         );
@@ -106,7 +106,7 @@ fn bench_step(c: &mut Criterion) {
         time(
             &mut group,
             format!("frugal-svd/{id}"),
-            frugal.init().unwrap(),
+            frugal.build().unwrap(),
             &w,
             &g,
         );
@@ -115,9 +115,9 @@ fn bench_step(c: &mut Criterion) {
             .with_rank(r)
             .with_projection(ProjectionMethod::Dct)
             .with_residual(Residual::None);
-        let between = dct.clone().with_update_proj_gap(NEVER).init().unwrap();
+        let between = dct.clone().with_update_proj_gap(NEVER).build().unwrap();
         time(&mut group, format!("dct-adamw/{id}"), between, &w, &g);
-        let every = dct.with_update_proj_gap(1).init().unwrap();
+        let every = dct.with_update_proj_gap(1).build().unwrap();
         time(
             &mut group,
             format!("dct-adamw/every-step/{id}"),
@@ -129,7 +129,7 @@ fn bench_step(c: &mut Criterion) {
         time(
             &mut group,
             format!("apollo/{id}"),
-            apollo.init().unwrap(),
+            apollo.build().unwrap(),
             &w,
             &g,
         );
@@ -137,7 +137,7 @@ fn bench_step(c: &mut Criterion) {
         time(
             &mut group,
             format!("apollo-mini/{id}"),
-            mini.init().unwrap(),
+            mini.build().unwrap(),
             &w,
             &g,
         );

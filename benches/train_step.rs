@@ -49,10 +49,9 @@ fn bench_train_step(c: &mut Criterion) {
         let file = if name == "lora" { "switchlora" } else { name };
         let mut recipe = Recipe::load(format!("optimizers/{file}.toml")).unwrap();
         // The preset's rank, as the example uses it (APOLLO-Mini keeps rank 1, FRUGAL its rho).
-        if let Some(section) = recipe.section_mut() {
-            if section.rank.is_some_and(|r| r > 1) {
-                section.rank = Some(32);
-            }
+        let rank = recipe.table.get("rank").and_then(|v| v.as_integer());
+        if rank.is_some_and(|r| r > 1) {
+            recipe.table.set("rank", 32);
         }
         device.seed(1);
         let mut model = Some(dims.init(&device, recipe.adapter().unwrap()).unwrap());

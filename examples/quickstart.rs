@@ -128,10 +128,10 @@ fn main() -> Result<(), lowrank_optim::Error> {
         .with_rank(32)
         .with_update_proj_gap(50)
         .with_scale(1.0)
-        .init()?;
+        .build()?;
     let router = Router::llama().with_vocab_size(VOCAB);
     println!("GaLore projects: {:?}", router.projected_paths(&model));
-    let optim = router.build(&model, galore, adamw());
+    let optim = router.build(&model, galore, adamw())?;
     train("GaLore (rank 32) + AdamW", model, optim, &device);
     Ok(())
 }

@@ -20,6 +20,28 @@ pub struct AdamHyper {
 }
 
 impl AdamHyper {
+    /// Adam's `beta_1`, `beta_2` and `epsilon`.
+    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32) -> Self {
+        Self {
+            beta_1,
+            beta_2,
+            epsilon,
+        }
+    }
+
+    /// One Adam step of the HF/GaLore convention on `grad`: the new moments and the update
+    /// `hf_step_size * m / (sqrt(v) + eps)` (to subtract from the weights).
+    pub fn hf_update<const D: usize>(
+        &self,
+        lr: f64,
+        grad: Tensor<D>,
+        moments: Moments<D>,
+    ) -> (Tensor<D>, Moments<D>) {
+        let moments = moments.update(grad, self);
+        let step_size = self.hf_step_size(lr, moments.step);
+        (moments.direction(self).mul_scalar(step_size), moments)
+    }
+
     /// The Hugging Face / GaLore step size `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`.
     ///
     /// Used with [`Moments::direction`], whose denominator is `sqrt(v) + eps` *without* bias
@@ -124,4 +146,12 @@ impl<const D: usize> Moments<D> {
     pub fn dims(&self) -> [usize; D] {
         self.first.dims()
     }
+}
+
+/// Decoupled weight decay `tensor * (1 - lr * wd)`, skipped when `wd` is zero.
+pub(crate) fn decay<const D: usize>(tensor: Tensor<D>, lr: f64, weight_decay: f32) -> Tensor<D> {
+    if weight_decay == 0.0 {
+        return tensor;
+    }
+    tensor.mul_scalar(1.0 - lr * weight_decay as f64)
 }

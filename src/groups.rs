@@ -23,6 +23,35 @@ pub struct ParamInfo {
     pub id: ParamId,
     /// The parameter's shape.
     pub shape: Vec<usize>,
+    /// What the parameter is to the optimizers.
+    pub role: ParamRole,
+}
+
+/// What a parameter is to the optimizers: a weight, or a part of a SwitchLoRA layer that the
+/// dense model would not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamRole {
+    /// A model weight (a SwitchLoRA layer's frozen base weight too: the dense model has it).
+    Weight,
+    /// A SwitchLoRA adapter (`lora_a`, `lora_b`): trained in place of the dense weight.
+    Adapter,
+    /// A SwitchLoRA candidate pool: spare adapter vectors, never trained.
+    CandidatePool,
+}
+
+/// The container type Burn reports for a SwitchLoRA layer, whose fields have their own roles.
+pub(crate) const SWITCHLORA_CONTAINER: &str = "Struct:SwitchLoraLinear";
+
+impl ParamRole {
+    fn of(container: Option<&str>, field: &str) -> Self {
+        match (container, field) {
+            (Some(SWITCHLORA_CONTAINER), "lora_a" | "lora_b") => ParamRole::Adapter,
+            (Some(SWITCHLORA_CONTAINER), "candidates_a" | "candidates_b") => {
+                ParamRole::CandidatePool
+            }
+            _ => ParamRole::Weight,
+        }
+    }
 }
 
 impl ParamInfo {
@@ -41,13 +70,14 @@ impl ParamInfo {
 
 #[derive(Default)]
 struct Collector {
-    path: Vec<String>,
+    /// Field names down to the current one, with the container type each was entered in.
+    path: Vec<(String, String)>,
     params: Vec<ParamInfo>,
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -55,12 +85,27 @@ impl ModuleVisitor for Collector {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let names: Vec<&str> = self.path.iter().map(|(name, _)| name.as_str()).collect();
+        let (field, container) = match self.path.last() {
+            Some((field, container)) => (field.as_str(), Some(container.as_str())),
+            None => ("", None),
+        };
         self.params.push(ParamInfo {
-            path: self.path.join("."),
+            path: names.join("."),
             id: param.id,
             shape: param.lazy_shape().to_vec(),
+            role: ParamRole::of(container, field),
         });
     }
+}
+
+/// An optimizer the [`Router`] gives one copy per routed matrix, each told the matrix's
+/// position among the routed matrices of the model (its ordinal, which seeds its random bases
+/// and FRUGAL's block draws): the numbering then depends on the model alone, not on the order
+/// in which gradients first arrive, so it survives a resume and is the same on every replica.
+pub trait MatrixOptimizer: Optimizer {
+    /// This optimizer serving the routed matrix number `ordinal` only.
+    fn for_matrix(&self, ordinal: usize) -> Self;
 }
 
 type Rule = Arc<dyn Fn(&ParamInfo) -> bool + Send + Sync>;
@@ -80,7 +125,7 @@ type Rule = Arc<dyn Fn(&ParamInfo) -> bool + Send + Sync>;
 /// let model: Linear = LinearConfig::new(16, 16).init(&Device::default());
 /// let router = Router::from_regex(r"weight$")?;
 /// assert_eq!(router.projected_paths(&model), vec!["weight".to_string()]);
-/// let optim = router.build(&model, GaLoreConfig::new().with_rank(4).init()?, AdamWConfig::new().build());
+/// let optim = router.build(&model, GaLoreConfig::new().with_rank(4).build()?, AdamWConfig::new().build())?;
 /// # let _ = optim;
 /// # Ok::<(), lowrank_optim::Error>(())
 /// ```
@@ -162,21 +207,45 @@ impl Router {
             .collect()
     }
 
-    /// A `ModuleOptimizer` with `projected` on the routed matrices and `dense` on the rest.
+    /// A `ModuleOptimizer` with `projected` on the routed matrices (one copy per matrix, see
+    /// [`MatrixOptimizer`]) and `dense` on the rest; an error when the rule routes nothing (a
+    /// projected optimizer that would silently never run).
     ///
     /// Routing is by path, not by [`ParamId`], so the optimizer keeps working after the model's
     /// record is loaded from a checkpoint.
-    pub fn build<M: Module, P: Optimizer, F: Optimizer>(
+    pub fn build<M: Module, P: MatrixOptimizer, F: Optimizer>(
         &self,
         module: &M,
         projected: P,
         dense: F,
-    ) -> ModuleOptimizer {
-        let paths = self.projected_paths(module);
+    ) -> Result<ModuleOptimizer> {
+        self.route(&ParamInfo::collect(module), projected, dense)
+    }
+
+    /// [`build`](Self::build) from the module's parameter list.
+    pub(crate) fn route<P: MatrixOptimizer, F: Optimizer>(
+        &self,
+        params: &[ParamInfo],
+        projected: P,
+        dense: F,
+    ) -> Result<ModuleOptimizer> {
+        let paths: Vec<&str> = params
+            .iter()
+            .filter(|p| self.is_projected(p))
+            .map(|p| p.path.as_str())
+            .collect();
         if paths.is_empty() {
-            log::warn!("lowrank-optim: no parameter matched the routing rule; all stay dense");
-            return ModuleOptimizer::from(dense);
+            return Err(Error::InvalidConfig {
+                field: "router",
+                value: "a rule that matches no parameter of this model".into(),
+                expected: "at least one 2-D parameter routed to the projected optimizer",
+            });
         }
-        ModuleOptimizer::from(dense).with_group(ParamGroup::from_paths(paths), projected, None)
+        let mut optim = ModuleOptimizer::from(dense);
+        for (ordinal, path) in paths.into_iter().enumerate() {
+            let group = ParamGroup::from_path(path);
+            optim = optim.with_group(group, projected.for_matrix(ordinal), None);
+        }
+        Ok(optim)
     }
 }

@@ -14,6 +14,8 @@
 //!   projection (APOLLO, and APOLLO-Mini at rank 1).
 //! - [`switchlora`]: SwitchLoRA, low-rank adapters whose vectors are switched with candidates,
 //!   as a Burn module plus an optimizer with per-vector step counters.
+//! - [`optim`]: the optimizers above, each a small update rule run by one shared
+//!   [`SubspaceOptimizer`](optim::SubspaceOptimizer).
 //! - [`projection`]: the subspace manager every projected optimizer shares (side, basis by exact
 //!   or randomized SVD, DCT columns, random matrices or coordinates, refresh schedule and
 //!   adaptive gap, what happens to the moments at a refresh).
@@ -35,9 +37,9 @@
 //! let mut model: Linear = LinearConfig::new(64, 32).init(&device);
 //!
 //! // GaLore (rank 8) on every 2-D weight, AdamW on the bias.
-//! let galore = GaLoreConfig::new().with_rank(8).init()?;
+//! let galore = GaLoreConfig::new().with_rank(8).build()?;
 //! let adamw = AdamWConfig::new().with_weight_decay(0.0).build();
-//! let mut optim = Router::llama().build(&model, galore, adamw);
+//! let mut optim = Router::llama().build(&model, galore, adamw)?;
 //!
 //! let x = Tensor::<2>::ones([4, 64], &device);
 //! for _ in 0..3 {
@@ -55,31 +57,24 @@ extern crate alloc;
 use burn::optim::{join_index, join_path, RecordState, StateSink, StateSource};
 
 pub mod adam;
-pub mod apollo;
 pub mod clip;
 mod error;
-pub mod fira;
-pub mod frugal;
-pub mod galore;
 pub mod groups;
 mod matrix;
 pub mod memory;
-mod projected;
+pub mod optim;
 pub mod projection;
 pub mod recipe;
 mod rng;
-mod scaling;
 pub mod switchlora;
 
-pub use apollo::{Apollo, ApolloConfig, ApolloState};
 pub use error::{Error, Result};
-pub use fira::{Fira, FiraConfig, FiraState};
-pub use frugal::{Frugal, FrugalConfig, FrugalState, Residual};
-pub use galore::{GaLore, GaLoreConfig, GaLoreState};
-pub use groups::{ParamInfo, Router};
+pub use groups::{MatrixOptimizer, ParamInfo, ParamRole, Router};
 pub use memory::{MemoryReport, StateFootprint};
-pub use projected::SubspaceState;
+pub use optim::{
+    Apollo, ApolloConfig, ApolloState, Fira, FiraConfig, FiraState, Frugal, FrugalConfig,
+    FrugalState, GaLore, GaLoreConfig, GaLoreState, Residual, ScaleGranularity, SubspaceState,
+};
 pub use projection::{
     DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig,
 };
-pub use scaling::ScaleGranularity;

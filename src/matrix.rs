@@ -39,6 +39,13 @@ pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> bool {
     tensor.clone().is_finite().all().into_scalar::<bool>()
 }
 
+/// Logs an update skipped because its gradient is not finite.
+pub(crate) fn log_skip(dims: &[usize]) {
+    log::warn!(
+        "lowrank-optim: skipped the update of a {dims:?} parameter: its gradient holds NaN or infinity"
+    );
+}
+
 /// Panics with a clear message when restored state (`what`) does not have the shape the
 /// parameter needs, instead of failing later inside a tensor op.
 pub(crate) fn assert_state_fits(what: &str, state_dims: &[usize], expected_dims: &[usize]) {
@@ -57,8 +64,14 @@ pub(crate) fn is_matrix_shape(shape: &[usize]) -> bool {
 /// Whether `device` belongs to a CPU backend (flex, ndarray), where host-side algorithms beat
 /// device kernels and some tensor ops have slow scalar fallbacks.
 pub(crate) fn is_host_device(device: &burn::tensor::Device) -> bool {
-    let name = format!("{device:?}");
-    name.contains("Flex(") || name.contains("NdArray(")
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        _ => false,
+    }
 }
 
 /// `sign(x)` (0 at 0 and NaN). On CPU backends as `[x > 0] - [-x > 0]`: flex's `sign` is a

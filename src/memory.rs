@@ -10,89 +10,29 @@
 //! scalars (step counters, seeds) are not counted; the AdamW baseline is two `f32` moments per
 //! weight.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use burn::module::{Module, ParamId};
+use burn::module::Module;
 use burn::optim::{AdamW, ModuleOptimizer};
 
-use crate::apollo::Apollo;
 use crate::error::{Error, Result};
-use crate::fira::Fira;
-use crate::frugal::Frugal;
-use crate::galore::GaLore;
-use crate::groups::{ParamInfo, Router};
-use crate::matrix::is_matrix_shape;
-use crate::projection::SubspaceManager;
-use crate::switchlora::adapter_and_pool_ids;
+use crate::groups::{ParamInfo, ParamRole, Router};
 
 /// Bytes of one `f32` state entry.
 pub const F32_BYTES: usize = 4;
 
-/// Bytes of optimizer state an optimizer checkpoints for a parameter of a given shape.
+/// Bytes of optimizer state an optimizer checkpoints for a parameter of a given shape; each
+/// optimizer implements it beside its own type.
 pub trait StateFootprint {
-    /// Bytes of state tensors for a parameter of `shape` (0 for a stateless optimizer).
-    fn state_bytes(&self, shape: &[usize]) -> usize;
+    /// Bytes of state tensors for a parameter of `shape` (0 for a stateless optimizer);
+    /// `ordinal` is the parameter's position among those routed to this optimizer (block mode
+    /// draws which tensors are state-full by it).
+    fn state_bytes(&self, shape: &[usize], ordinal: usize) -> usize;
 }
 
 impl StateFootprint for AdamW {
-    fn state_bytes(&self, shape: &[usize]) -> usize {
+    fn state_bytes(&self, shape: &[usize], _ordinal: usize) -> usize {
         2 * F32_BYTES * shape.iter().product::<usize>()
-    }
-}
-
-/// State of a subspace optimizer: for matrices two projected moments, the basis as the
-/// projection kind stores it (`f32` matrices, `i32` indices, or only a seed), and `limiter`
-/// floats; for other tensors two full-size moments.
-fn subspace_state_bytes(manager: &SubspaceManager, shape: &[usize], limiter: usize) -> usize {
-    let numel = shape.iter().product::<usize>();
-    if !is_matrix_shape(shape) {
-        return 2 * F32_BYTES * numel;
-    }
-    let dims = [shape[0], shape[1]];
-    let side = manager.config().proj_type.side(dims[0], dims[1]);
-    let projected: usize = side
-        .projected_shape(dims, manager.effective_rank(dims))
-        .iter()
-        .product();
-    F32_BYTES * (2 * projected + limiter) + manager.basis_bytes(dims)
-}
-
-impl StateFootprint for GaLore {
-    /// Matrices: two `m x r` (or `r x n`) moments plus the basis, i.e.
-    /// `2 r max(m, n) + r min(m, n)` floats for the default side and SVD; other tensors: two
-    /// full moments.
-    fn state_bytes(&self, shape: &[usize]) -> usize {
-        subspace_state_bytes(self.manager(), shape, 0)
-    }
-}
-
-impl StateFootprint for Fira {
-    /// GaLore's state plus one float (the limiter's previous norm) per matrix.
-    fn state_bytes(&self, shape: &[usize]) -> usize {
-        subspace_state_bytes(self.manager(), shape, 1)
-    }
-}
-
-impl StateFootprint for Apollo {
-    /// Two projected moments, the Gaussian basis as a seed (no tensor), one limiter float.
-    /// Between refreshes the Gaussian matrix also sits on the device:
-    /// [`SubspaceManager::transient_basis_bytes`].
-    fn state_bytes(&self, shape: &[usize]) -> usize {
-        subspace_state_bytes(self.manager(), shape, usize::from(self.has_limiter()))
-    }
-}
-
-impl StateFootprint for Frugal {
-    /// Subspace mode: two projected moments plus the basis. Block mode: two full moments for a
-    /// state-full block and nothing for a state-free one; reported as the expectation
-    /// `rho * 2 * numel` floats, since which blocks are active changes every period.
-    fn state_bytes(&self, shape: &[usize]) -> usize {
-        if !self.is_block() {
-            return subspace_state_bytes(self.manager(), shape, 0);
-        }
-        let full = 2 * F32_BYTES * shape.iter().product::<usize>();
-        let rho = self.manager().config().density.unwrap_or(1.0) as f64;
-        (rho * full as f64).round() as usize
     }
 }
 
@@ -118,7 +58,7 @@ pub struct ParamMemory {
 /// use lowrank_optim::{GaLoreConfig, MemoryReport, Router};
 ///
 /// let model: Linear = LinearConfig::new(512, 1376).init(&Device::default());
-/// let galore = GaLoreConfig::new().with_rank(128).init()?;
+/// let galore = GaLoreConfig::new().with_rank(128).build()?;
 /// let report = MemoryReport::estimate(&model, &Router::llama(), &galore, &AdamWConfig::new().build());
 /// // Weight: 2 * 128 * 1376 + 128 * 512 floats; bias: two full moments.
 /// assert_eq!(report.state_bytes(), 4 * (2 * 128 * 1376 + 128 * 512 + 2 * 1376));
@@ -152,12 +92,11 @@ impl MemoryReport {
                 *per_param.entry(id).or_default() += data.len();
             }
         }
-        let (params, adapters) = model_params(module);
-        let params = params
+        let params = model_params(module)
             .into_iter()
             .map(|p| ParamMemory {
                 state_bytes: per_param.get(&p.id.val()).copied().unwrap_or(0),
-                adamw_bytes: adamw_bytes(&p, &adapters),
+                adamw_bytes: adamw_bytes(&p),
                 path: p.path,
                 shape: p.shape,
             })
@@ -169,25 +108,28 @@ impl MemoryReport {
     }
 
     /// Computes the state that `router.build(module, projected, dense)` holds once every
-    /// parameter has been stepped, from shapes alone (nothing is allocated).
+    /// parameter has been stepped (in the first refresh period), from shapes alone (nothing is
+    /// allocated).
     pub fn estimate<M: Module>(
         module: &M,
         router: &Router,
-        projected: &impl StateFootprint,
-        dense: &impl StateFootprint,
+        projected: &(impl StateFootprint + ?Sized),
+        dense: &(impl StateFootprint + ?Sized),
     ) -> Self {
-        let (params, adapters) = model_params(module);
-        let params = params
+        let (mut projected_count, mut dense_count) = (0, 0);
+        let params = model_params(module)
             .into_iter()
             .map(|p| {
                 let state_bytes = if router.is_projected(&p) {
-                    projected.state_bytes(&p.shape)
+                    projected_count += 1;
+                    projected.state_bytes(&p.shape, projected_count - 1)
                 } else {
-                    dense.state_bytes(&p.shape)
+                    dense_count += 1;
+                    dense.state_bytes(&p.shape, dense_count - 1)
                 };
                 ParamMemory {
                     state_bytes,
-                    adamw_bytes: adamw_bytes(&p, &adapters),
+                    adamw_bytes: adamw_bytes(&p),
                     path: p.path,
                     shape: p.shape,
                 }
@@ -218,15 +160,13 @@ impl MemoryReport {
     }
 }
 
-/// The parameters of `module` that are model weights (all but SwitchLoRA candidate pools), and
-/// the ids of the SwitchLoRA adapters among them.
-fn model_params<M: Module>(module: &M) -> (Vec<ParamInfo>, HashSet<ParamId>) {
-    let (adapters, pools) = adapter_and_pool_ids(module);
-    let params = ParamInfo::collect(module)
+/// The parameters of `module` that the model trains or holds (all but SwitchLoRA candidate
+/// pools).
+fn model_params<M: Module>(module: &M) -> Vec<ParamInfo> {
+    ParamInfo::collect(module)
         .into_iter()
-        .filter(|p| !pools.contains(&p.id))
-        .collect();
-    (params, adapters)
+        .filter(|p| p.role != ParamRole::CandidatePool)
+        .collect()
 }
 
 /// The tensors of a serialized (module or optimizer) record.
@@ -240,11 +180,10 @@ pub(crate) fn record_tensors(bytes: burn::tensor::Bytes) -> Result<Vec<burn_pack
 
 /// What AdamW would hold for `param` in the dense model: two moments, nothing for SwitchLoRA
 /// adapters (the dense model has the base weight in their place, counted on its own line).
-fn adamw_bytes(param: &ParamInfo, adapters: &HashSet<ParamId>) -> usize {
-    if adapters.contains(&param.id) {
-        0
-    } else {
-        2 * F32_BYTES * param.numel()
+fn adamw_bytes(param: &ParamInfo) -> usize {
+    match param.role {
+        ParamRole::Adapter => 0,
+        _ => 2 * F32_BYTES * param.numel(),
     }
 }
 

@@ -16,7 +16,7 @@
 //! rank = 128
 //! proj_type = "std"           # std | reverse_std | left | right | full
 //! projection = "svd"          # svd | randomized | dct | gaussian | random_orthogonal
-//!                             # | coordinates (| block for frugal)
+//!                             # | coordinates | block (frugal only)
 //! moment_policy = "keep"      # keep | reset | rotate
 //! gamma = 1.01                # Fira/APOLLO limiter
 //!
@@ -36,6 +36,11 @@
 //! `descent_fraction`, `freeze_steps` and `candidates` (host | device). Its recipe changes the
 //! model too: build the routed linears from [`Recipe::adapter`] and the optimizer with
 //! [`Recipe::build_with_switcher`].
+//!
+//! A subspace optimizer joins the recipes by implementing [`RecipeTable`] beside its config
+//! and taking one line in the registry below.
+
+mod table;
 
 use std::path::Path;
 
@@ -43,104 +48,55 @@ use burn::module::Module;
 use burn::optim::{AdamW, AdamWConfig, ModuleOptimizer};
 use serde::Deserialize;
 
-use crate::apollo::ApolloConfig;
-use crate::error::{Error, Result};
-use crate::fira::FiraConfig;
-use crate::frugal::{FrugalConfig, Residual};
-use crate::galore::GaLoreConfig;
+use crate::error::{check, Error, Result};
 use crate::groups::{ParamInfo, Router};
-use crate::memory::MemoryReport;
-use crate::projection::{
-    DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod, SubspaceConfig,
-};
-use crate::scaling::ScaleGranularity;
-use crate::switchlora::{
-    Adapter, AdapterFootprint, CandidatePlacement, SwitchLoraConfig, SwitchScheduleConfig, Switcher,
-};
+use crate::memory::{MemoryReport, StateFootprint};
+use crate::optim::{ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig};
+use crate::optim::{SubspaceOptimizer, SubspaceRule};
+use crate::switchlora::{Adapter, AdapterFootprint, SwitchLoraConfig, Switcher};
+pub(crate) use table::choose;
+pub use table::Table;
 
-/// Which optimizer a recipe builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    /// Burn's AdamW on every parameter.
-    Adamw,
-    /// [`GaLore`](crate::GaLore) on routed matrices, AdamW on the rest.
-    Galore,
-    /// [`Fira`](crate::Fira) on routed matrices, AdamW on the rest.
-    Fira,
-    /// [`Frugal`](crate::Frugal) on routed matrices, AdamW on the rest.
-    Frugal,
-    /// [`Apollo`](crate::Apollo) on routed matrices, AdamW on the rest.
-    Apollo,
-    /// [SwitchLoRA](crate::switchlora): the routed linears become SwitchLoRA layers, their
-    /// adapters get per-vector AdamW, the rest AdamW.
-    Switchlora,
+/// A subspace optimizer's config as a recipe table.
+pub trait RecipeTable: Sized {
+    /// The optimizer's name in `optimizer = "..."`, and its table's.
+    const NAME: &'static str;
+    /// The config: defaults overridden by the table's keys.
+    fn from_table(table: &Table) -> Result<Self>;
+    /// The validated optimizer, ready to be routed onto a model.
+    fn routed(&self) -> Result<Box<dyn Routed>>;
 }
 
-impl OptimizerKind {
-    /// The name of the recipe table holding this optimizer's keys.
-    pub fn table(self) -> &'static str {
-        match self {
-            OptimizerKind::Adamw => "dense",
-            OptimizerKind::Galore => "galore",
-            OptimizerKind::Fira => "fira",
-            OptimizerKind::Frugal => "frugal",
-            OptimizerKind::Apollo => "apollo",
-            OptimizerKind::Switchlora => "switchlora",
-        }
-    }
+/// A built subspace optimizer whatever its rule: routed onto a model, counted from shapes.
+pub trait Routed: StateFootprint {
+    /// The `ModuleOptimizer` with this optimizer on `router`'s matrices of a model with
+    /// `params`, `dense` on the rest.
+    fn route(&self, params: &[ParamInfo], router: &Router, dense: AdamW)
+        -> Result<ModuleOptimizer>;
+}
 
-    /// The keys its table may hold beyond the shared subspace and Adam keys.
-    fn own_keys(self) -> &'static [&'static str] {
-        match self {
-            OptimizerKind::Adamw => &[],
-            OptimizerKind::Galore => &["scale"],
-            OptimizerKind::Fira => &["scale", "gamma", "scaling"],
-            OptimizerKind::Frugal => &["rho", "residual", "proj_lr_scale", "inactive_lr_scale"],
-            OptimizerKind::Apollo => &["scale", "gamma", "scaling", "scale_front", "limiter"],
-            OptimizerKind::Switchlora => {
-                &["interval", "descent_fraction", "freeze_steps", "candidates"]
-            }
-        }
+impl<R: SubspaceRule> Routed for SubspaceOptimizer<R> {
+    fn route(&self, params: &[ParamInfo], router: &Router, dense: AdamW) -> Result<ModuleOptimizer> {
+        router.route(params, self.clone(), dense)
     }
 }
 
-/// Every key an optimizer table may hold; [`OptimizerKind`] decides which apply.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct OptimizerSection {
-    pub rank: Option<usize>,
-    pub update_proj_gap: Option<usize>,
-    pub proj_type: Option<String>,
-    pub projection: Option<String>,
-    pub moment_policy: Option<String>,
-    pub oversample: Option<usize>,
-    pub power_iters: Option<usize>,
-    pub seed: Option<u64>,
-    pub dct_norm: Option<String>,
-    pub dct_scoring: Option<String>,
-    pub adaptive_gap: Option<bool>,
-    pub adaptive_gap_threshold: Option<f32>,
-    pub adaptive_gap_window: Option<usize>,
-    pub beta_1: Option<f32>,
-    pub beta_2: Option<f32>,
-    pub epsilon: Option<f32>,
-    pub weight_decay: Option<f32>,
-    pub scale: Option<f32>,
-    pub gamma: Option<f32>,
-    pub scaling: Option<String>,
-    pub scale_front: Option<bool>,
-    pub limiter: Option<bool>,
-    pub rho: Option<f32>,
-    pub residual: Option<String>,
-    pub proj_lr_scale: Option<f32>,
-    pub inactive_lr_scale: Option<f32>,
-    pub interval: Option<usize>,
-    pub descent_fraction: Option<f64>,
-    pub freeze_steps: Option<usize>,
-    pub candidates: Option<String>,
+type Reader = fn(&Table) -> Result<Box<dyn Routed>>;
+
+fn read<C: RecipeTable>(table: &Table) -> Result<Box<dyn Routed>> {
+    C::from_table(table)?.routed()
 }
+
+/// The subspace optimizers a recipe can name.
+const REGISTRY: [(&str, Reader); 4] = [
+    (GaLoreConfig::NAME, read::<GaLoreConfig>),
+    (FiraConfig::NAME, read::<FiraConfig>),
+    (FrugalConfig::NAME, read::<FrugalConfig>),
+    (ApolloConfig::NAME, read::<ApolloConfig>),
+];
+
+/// Burn's AdamW on every parameter: the baseline, with no table of its own.
+const ADAMW: &str = "adamw";
 
 /// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -153,142 +109,41 @@ pub struct DenseSection {
     pub weight_decay: Option<f32>,
 }
 
-/// `value` looked up in `options`, or a typed error naming `field` and listing the choices.
-fn choose<T: Copy>(
-    field: &'static str,
-    value: &str,
-    options: &[(&str, T)],
-    expected: &'static str,
-) -> Result<T> {
-    options
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| Error::InvalidConfig {
-            field,
-            value: format!("\"{value}\""),
-            expected,
-        })
-}
-
-/// Overwrites `$dst` with `$src` when the recipe sets it.
-macro_rules! set {
-    ($dst:expr, $src:expr) => {
-        if let Some(v) = $src {
-            $dst = v;
-        }
-    };
-}
-
-/// Overwrites a config's Adam fields (`beta_1`, `beta_2`, `epsilon`, `weight_decay`) with the
-/// ones the table sets.
-macro_rules! set_adam {
-    ($config:expr, $section:expr) => {
-        set!($config.beta_1, $section.beta_1);
-        set!($config.beta_2, $section.beta_2);
-        set!($config.epsilon, $section.epsilon);
-        set!($config.weight_decay, $section.weight_decay);
-    };
-}
-
-impl OptimizerSection {
-    /// Applies the subspace keys to `c`.
-    fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
-        use ProjectionMethod as P;
-        set!(c.rank, self.rank);
-        set!(c.update_proj_gap, self.update_proj_gap);
-        if let Some(v) = &self.proj_type {
-            let options = [
-                ("std", ProjType::Std),
-                ("reverse_std", ProjType::ReverseStd),
-                ("left", ProjType::Left),
-                ("right", ProjType::Right),
-                ("full", ProjType::Full),
-            ];
-            let expected = "one of std, reverse_std, left, right, full";
-            c.proj_type = choose("proj_type", v, &options, expected)?;
-        }
-        if let Some(v) = self.projection.as_deref().filter(|v| *v != "block") {
-            let options = [
-                ("svd", P::Svd),
-                ("randomized", P::Randomized),
-                ("dct", P::Dct),
-                ("gaussian", P::Gaussian),
-                ("random_orthogonal", P::RandomOrthogonal),
-                ("coordinates", P::Coordinates),
-            ];
-            let expected = "one of svd, randomized, dct, gaussian, random_orthogonal, \
-                            coordinates (and block for frugal)";
-            c.projection = choose("projection", v, &options, expected)?;
-        }
-        if let Some(v) = &self.moment_policy {
-            let options = [
-                ("keep", MomentPolicy::Keep),
-                ("reset", MomentPolicy::Reset),
-                ("rotate", MomentPolicy::Rotate),
-            ];
-            let expected = "one of keep, reset, rotate";
-            c.moment_policy = choose("moment_policy", v, &options, expected)?;
-        }
-        if let Some(v) = &self.dct_norm {
-            let options = [("l1", DctNorm::L1), ("l2", DctNorm::L2)];
-            c.dct_norm = choose("dct_norm", v, &options, "one of l1, l2")?;
-        }
-        if let Some(v) = &self.dct_scoring {
-            let options = [
-                ("auto", DctScoring::Auto),
-                ("fft", DctScoring::Fft),
-                ("matmul", DctScoring::Matmul),
-            ];
-            c.dct_scoring = choose("dct_scoring", v, &options, "one of auto, fft, matmul")?;
-        }
-        set!(c.oversample, self.oversample);
-        set!(c.power_iters, self.power_iters);
-        set!(c.seed, self.seed);
-        set!(c.adaptive_gap, self.adaptive_gap);
-        set!(c.adaptive_gap_threshold, self.adaptive_gap_threshold);
-        set!(c.adaptive_gap_window, self.adaptive_gap_window);
-        Ok(())
-    }
-
-    fn scaling(&self) -> Result<Option<ScaleGranularity>> {
-        let options = [
-            ("channel", ScaleGranularity::Channel),
-            ("column", ScaleGranularity::Channel),
-            ("tensor", ScaleGranularity::Tensor),
-            ("matrix", ScaleGranularity::Tensor),
-        ];
-        let expected = "one of channel (column), tensor (matrix)";
-        self.scaling
-            .as_deref()
-            .map(|v| choose("scaling", v, &options, expected))
-            .transpose()
-    }
+/// The top-level keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    #[serde(default)]
+    name: String,
+    optimizer: String,
+    lr: f64,
+    warmup_fraction: Option<f64>,
+    min_lr_fraction: Option<f64>,
+    grad_clip: Option<f64>,
 }
 
 /// A parsed optimizer recipe.
 ///
 /// ```
-/// use lowrank_optim::recipe::{OptimizerKind, Recipe};
+/// use lowrank_optim::recipe::Recipe;
+/// use lowrank_optim::{FiraConfig, GaLoreConfig};
 ///
 /// let recipe = Recipe::from_toml_str("galore", "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 64")?;
-/// assert_eq!(recipe.optimizer, OptimizerKind::Galore);
-/// assert_eq!(recipe.galore_config()?.subspace.rank, 64);
+/// assert_eq!(recipe.optimizer, "galore");
+/// assert_eq!(recipe.config::<GaLoreConfig>()?.subspace.rank, 64);
 /// let fira = Recipe::from_toml_str("fira", "optimizer = 'fira'\nlr = 0.01\n[fira]\ngamma = 1.01")?;
-/// assert_eq!(fira.fira_config()?.gamma, 1.01);
+/// assert_eq!(fira.config::<FiraConfig>()?.gamma, 1.01);
 /// // A key of another optimizer is named in the error.
 /// assert!(Recipe::from_toml_str("mix", "optimizer = 'galore'\nlr = 0.01\n[galore]\ngamma = 1.0").is_err());
 /// assert!(Recipe::from_toml_str("typo", "optimizer = 'galore'\nlr = 0.01\nrnak = 3").is_err());
 /// # Ok::<(), lowrank_optim::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
     /// Display name; the file stem when loaded from a file.
-    #[serde(default)]
     pub name: String,
-    /// Which optimizer to build.
-    pub optimizer: OptimizerKind,
+    /// Which optimizer to build: `adamw`, `switchlora` or a subspace optimizer's name.
+    pub optimizer: String,
     /// Peak learning rate of the published setup.
     pub lr: f64,
     /// Fraction of the steps spent in linear warm-up.
@@ -297,23 +152,9 @@ pub struct Recipe {
     pub min_lr_fraction: Option<f64>,
     /// Gradient-norm clipping threshold.
     pub grad_clip: Option<f64>,
-    /// GaLore keys (for `optimizer = "galore"`).
-    #[serde(default)]
-    pub galore: Option<OptimizerSection>,
-    /// Fira keys (for `optimizer = "fira"`).
-    #[serde(default)]
-    pub fira: Option<OptimizerSection>,
-    /// FRUGAL keys (for `optimizer = "frugal"`).
-    #[serde(default)]
-    pub frugal: Option<OptimizerSection>,
-    /// APOLLO keys (for `optimizer = "apollo"`).
-    #[serde(default)]
-    pub apollo: Option<OptimizerSection>,
-    /// SwitchLoRA keys (for `optimizer = "switchlora"`).
-    #[serde(default)]
-    pub switchlora: Option<OptimizerSection>,
+    /// The optimizer's table (empty when the recipe has none).
+    pub table: Table,
     /// AdamW hyperparameters for the dense parameters.
-    #[serde(default)]
     pub dense: DenseSection,
 }
 
@@ -327,69 +168,81 @@ impl Recipe {
             reason: e.to_string(),
         })?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-        let mut recipe = Self::parse(&source, &text)?;
-        if recipe.name.is_empty() {
-            recipe.name = stem.unwrap_or(source);
-        }
-        Ok(recipe)
+        Self::parse(&source, &text, stem.unwrap_or_else(|| source.clone()))
     }
 
     /// Parses and validates a recipe from TOML text, naming it `name`.
     pub fn from_toml_str(name: &str, text: &str) -> Result<Self> {
-        let mut recipe = Self::parse(name, text)?;
-        if recipe.name.is_empty() {
-            recipe.name = name.to_string();
-        }
-        Ok(recipe)
+        Self::parse(name, text, name.to_string())
     }
 
-    fn parse(source: &str, text: &str) -> Result<Self> {
-        let recipe_error = |reason: String| Error::Recipe {
+    fn parse(source: &str, text: &str, default_name: String) -> Result<Self> {
+        let recipe = Self::read(text).and_then(|r| r.validate().map(|()| r));
+        let mut recipe = recipe.map_err(|e| Error::Recipe {
             file: source.to_string(),
-            reason,
-        };
-        let recipe: Recipe =
-            toml::from_str(text).map_err(|e| recipe_error(e.message().to_string()))?;
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| recipe_error(e.message().to_string()))?;
-        recipe
-            .validate(&table)
-            .map_err(|e| recipe_error(e.to_string()))?;
+            reason: match e {
+                Error::Recipe { file, reason } => format!("in {file}: {reason}"),
+                other => other.to_string(),
+            },
+        })?;
+        if recipe.name.is_empty() {
+            recipe.name = default_name;
+        }
         Ok(recipe)
     }
 
-    /// The optimizer table of this recipe, if it has one.
-    pub fn section(&self) -> Option<&OptimizerSection> {
-        self.slot(self.optimizer).as_ref()
-    }
-
-    /// The optimizer table, for changing it (created empty if absent; `None` for AdamW).
-    pub fn section_mut(&mut self) -> Option<&mut OptimizerSection> {
-        let slot = match self.optimizer {
-            OptimizerKind::Adamw => return None,
-            OptimizerKind::Galore => &mut self.galore,
-            OptimizerKind::Fira => &mut self.fira,
-            OptimizerKind::Frugal => &mut self.frugal,
-            OptimizerKind::Apollo => &mut self.apollo,
-            OptimizerKind::Switchlora => &mut self.switchlora,
+    fn read(text: &str) -> Result<Self> {
+        let syntax = |e: toml::de::Error| Error::Recipe {
+            file: "the recipe".into(),
+            reason: e.message().to_string(),
         };
-        Some(slot.get_or_insert_with(Default::default))
-    }
-
-    /// The table field of `kind` (always empty for AdamW, which has none).
-    fn slot(&self, kind: OptimizerKind) -> &Option<OptimizerSection> {
-        match kind {
-            OptimizerKind::Adamw => &None,
-            OptimizerKind::Galore => &self.galore,
-            OptimizerKind::Fira => &self.fira,
-            OptimizerKind::Frugal => &self.frugal,
-            OptimizerKind::Apollo => &self.apollo,
-            OptimizerKind::Switchlora => &self.switchlora,
+        let mut top: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let dense: DenseSection = match top.remove("dense") {
+            Some(v) => v.try_into().map_err(syntax)?,
+            None => DenseSection::default(),
+        };
+        let names = REGISTRY.map(|(name, _)| name);
+        let tables: Vec<(&str, toml::Value)> = (names.iter().chain([&SwitchLoraConfig::NAME]))
+            .filter_map(|name| top.remove(*name).map(|v| (*name, v)))
+            .collect();
+        let header: Header = toml::Value::Table(top).try_into().map_err(syntax)?;
+        let known = names.contains(&header.optimizer.as_str())
+            || [ADAMW, SwitchLoraConfig::NAME].contains(&header.optimizer.as_str());
+        if !known {
+            return Err(Error::InvalidConfig {
+                field: "optimizer",
+                value: format!("\"{}\"", header.optimizer),
+                expected: "one of adamw, galore, fira, frugal, apollo, switchlora",
+            });
         }
+        let mut table = Table::new(&header.optimizer, toml::Table::new());
+        for (name, value) in tables {
+            match value {
+                toml::Value::Table(keys) if name == header.optimizer => {
+                    table = Table::new(name, keys)
+                }
+                _ => {
+                    return Err(Error::InvalidConfig {
+                        field: "optimizer",
+                        value: format!("a [{name}] table with optimizer = \"{}\"", header.optimizer),
+                        expected: "only the table named like `optimizer`",
+                    })
+                }
+            }
+        }
+        Ok(Self {
+            name: header.name,
+            optimizer: header.optimizer,
+            lr: header.lr,
+            warmup_fraction: header.warmup_fraction,
+            min_lr_fraction: header.min_lr_fraction,
+            grad_clip: header.grad_clip,
+            table,
+            dense,
+        })
     }
 
-    fn validate(&self, table: &toml::Table) -> Result<()> {
-        use crate::error::check;
+    fn validate(&self) -> Result<()> {
         check::positive("lr", self.lr)?;
         if let Some(w) = self.warmup_fraction {
             check::unit_interval("warmup_fraction", w)?;
@@ -404,233 +257,62 @@ impl Recipe {
         for (field, beta) in [("dense.beta_1", d.beta_1), ("dense.beta_2", d.beta_2)] {
             beta.map_or(Ok(()), |v| check::unit_interval(field, v as f64))?;
         }
-        for (field, value) in [
-            ("dense.epsilon", d.epsilon),
-            ("dense.weight_decay", d.weight_decay),
-        ] {
+        for (field, value) in [("dense.epsilon", d.epsilon), ("dense.weight_decay", d.weight_decay)] {
             value.map_or(Ok(()), |v| check::non_negative(field, v as f64))?;
         }
-        self.check_tables(table)?;
-        match self.optimizer {
-            OptimizerKind::Adamw => Ok(()),
-            OptimizerKind::Galore => self.galore_config().map(drop),
-            OptimizerKind::Fira => self.fira_config().map(drop),
-            OptimizerKind::Frugal => self.frugal_config().map(drop),
-            OptimizerKind::Apollo => self.apollo_config().map(drop),
-            OptimizerKind::Switchlora => self.switchlora_config(1).map(drop),
+        match self.optimizer.as_str() {
+            ADAMW => Ok(()),
+            SwitchLoraConfig::NAME => self.switchlora_config(1).map(drop),
+            _ => self.subspace_optimizer().map(drop),
         }
     }
 
-    /// Only the table of the chosen optimizer may appear, holding only keys that apply to it.
-    fn check_tables(&self, table: &toml::Table) -> Result<()> {
-        const ALL: [OptimizerKind; 5] = [
-            OptimizerKind::Galore,
-            OptimizerKind::Fira,
-            OptimizerKind::Frugal,
-            OptimizerKind::Apollo,
-            OptimizerKind::Switchlora,
-        ];
-        // SwitchLoRA has no subspace: of the shared keys it takes only these.
-        const SWITCHLORA_SHARED: [&str; 6] = [
-            "rank",
-            "seed",
-            "beta_1",
-            "beta_2",
-            "epsilon",
-            "weight_decay",
-        ];
-        const OWN_KEYS: [&str; 13] = [
-            "scale",
-            "gamma",
-            "scaling",
-            "scale_front",
-            "limiter",
-            "rho",
-            "residual",
-            "proj_lr_scale",
-            "inactive_lr_scale",
-            "interval",
-            "descent_fraction",
-            "freeze_steps",
-            "candidates",
-        ];
-        for kind in ALL {
-            let Some(section) = table.get(kind.table()).and_then(|t| t.as_table()) else {
-                continue;
-            };
-            if kind != self.optimizer {
-                return Err(Error::InvalidConfig {
-                    field: kind.table(),
-                    value: format!("a [{}] table", kind.table()),
-                    expected: "only the table named like `optimizer`",
-                });
-            }
-            for key in section.keys() {
-                let foreign = OWN_KEYS
-                    .iter()
-                    .find(|k| **k == key.as_str() && !kind.own_keys().contains(k));
-                if let Some(field) = foreign {
-                    return Err(Error::InvalidConfig {
-                        field,
-                        value: format!("set in [{}]", kind.table()),
-                        expected: "a key of another optimizer (see the recipe module docs)",
-                    });
-                }
-                let switchlora = kind == OptimizerKind::Switchlora;
-                let own = kind.own_keys().contains(&key.as_str());
-                if switchlora && !own && !SWITCHLORA_SHARED.contains(&key.as_str()) {
-                    return Err(Error::InvalidConfig {
-                        field: "switchlora",
-                        value: format!("`{key}` set in [switchlora]"),
-                        expected: "no subspace keys: SwitchLoRA takes rank, seed, the Adam \
-                                   keys, interval, descent_fraction, freeze_steps, candidates",
-                    });
-                }
-            }
+    /// The config of a subspace optimizer (defaults overridden by its table), e.g.
+    /// `recipe.config::<GaLoreConfig>()`; an error if the recipe names another optimizer.
+    pub fn config<C: RecipeTable>(&self) -> Result<C> {
+        if self.optimizer != C::NAME {
+            return Err(Error::InvalidConfig {
+                field: "optimizer",
+                value: format!("\"{}\"", self.optimizer),
+                expected: "the optimizer whose config is asked for",
+            });
         }
-        if let Some(projection) = self.section().and_then(|s| s.projection.as_deref()) {
-            if projection == "block" && self.optimizer != OptimizerKind::Frugal {
-                return Err(Error::InvalidConfig {
-                    field: "projection",
-                    value: "\"block\"".into(),
-                    expected: "block mode only with optimizer = \"frugal\"",
-                });
-            }
+        C::from_table(&self.table)
+    }
+
+    /// The recipe's subspace optimizer, built and validated.
+    fn subspace_optimizer(&self) -> Result<Box<dyn Routed>> {
+        let (_, read) = (REGISTRY.iter())
+            .find(|(name, _)| *name == self.optimizer)
+            .ok_or(Error::InvalidConfig {
+                field: "optimizer",
+                value: format!("\"{}\"", self.optimizer),
+                expected: "a subspace optimizer (galore, fira, frugal, apollo)",
+            })?;
+        read(&self.table)
+    }
+
+    /// The SwitchLoRA config for a run of `total_steps` steps, validated.
+    pub fn switchlora_config(&self, total_steps: usize) -> Result<SwitchLoraConfig> {
+        SwitchLoraConfig::from_table(&self.table, total_steps).map(|(config, _)| config)
+    }
+
+    /// The SwitchLoRA adapter the model's routed linears should be built with: `None` unless
+    /// `optimizer = "switchlora"`.
+    pub fn adapter(&self) -> Result<Option<Adapter>> {
+        if self.optimizer != SwitchLoraConfig::NAME {
+            return Ok(None);
         }
-        Ok(())
+        SwitchLoraConfig::from_table(&self.table, 1).map(|(_, adapter)| Some(adapter))
     }
 
     /// The AdamW config of the dense parameters.
     pub fn adamw_config(&self) -> AdamWConfig {
-        let d = &self.dense;
-        let mut c = AdamWConfig::new();
-        if let Some(v) = d.beta_1 {
-            c = c.with_beta_1(v);
-        }
-        if let Some(v) = d.beta_2 {
-            c = c.with_beta_2(v);
-        }
-        if let Some(v) = d.epsilon {
-            c = c.with_epsilon(v);
-        }
-        if let Some(v) = d.weight_decay {
-            c = c.with_weight_decay(v);
-        }
-        c
-    }
-
-    fn table_of(&self, kind: OptimizerKind) -> OptimizerSection {
-        self.slot(kind).clone().unwrap_or_default()
-    }
-
-    /// The GaLore config (defaults overridden by the `[galore]` table), validated.
-    pub fn galore_config(&self) -> Result<GaLoreConfig> {
-        let s = self.table_of(OptimizerKind::Galore);
-        let mut c = GaLoreConfig::new();
-        s.apply_subspace(&mut c.subspace)?;
-        set!(c.scale, s.scale);
-        set_adam!(c, s);
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// The Fira config (defaults overridden by the `[fira]` table), validated.
-    pub fn fira_config(&self) -> Result<FiraConfig> {
-        let s = self.table_of(OptimizerKind::Fira);
-        let mut c = FiraConfig::new();
-        s.apply_subspace(&mut c.subspace)?;
-        set!(c.scale, s.scale);
-        set!(c.gamma, s.gamma);
-        set!(c.scaling, s.scaling()?);
-        set_adam!(c, s);
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// The FRUGAL config (defaults overridden by the `[frugal]` table), validated. A `rank`
-    /// without `rho` fixes the rank of every matrix instead of the density.
-    pub fn frugal_config(&self) -> Result<FrugalConfig> {
-        let s = self.table_of(OptimizerKind::Frugal);
-        let mut c = FrugalConfig::new();
-        s.apply_subspace(&mut c.subspace)?;
-        if s.rank.is_some() {
-            c.subspace.density = None;
-        }
-        if let Some(rho) = s.rho {
-            c.subspace.density = Some(rho);
-        }
-        c.block = s.projection.as_deref() == Some("block");
-        if let Some(v) = &s.residual {
-            let options = [
-                ("sign_sgd", Residual::SignSgd),
-                ("sgd", Residual::Sgd),
-                ("none", Residual::None),
-            ];
-            c.residual = choose("residual", v, &options, "one of sign_sgd, sgd, none")?;
-        }
-        set!(c.proj_lr_scale, s.proj_lr_scale);
-        set!(c.inactive_lr_scale, s.inactive_lr_scale);
-        set_adam!(c, s);
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// The APOLLO config (defaults overridden by the `[apollo]` table), validated.
-    pub fn apollo_config(&self) -> Result<ApolloConfig> {
-        let s = self.table_of(OptimizerKind::Apollo);
-        let mut c = ApolloConfig::new();
-        s.apply_subspace(&mut c.subspace)?;
-        set!(c.scale, s.scale);
-        set!(c.gamma, s.gamma);
-        set!(c.scaling, s.scaling()?);
-        set!(c.scale_front, s.scale_front);
-        set!(c.limiter, s.limiter);
-        set_adam!(c, s);
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// The SwitchLoRA config for a run of `total_steps` steps (defaults overridden by the
-    /// `[switchlora]` table), validated.
-    pub fn switchlora_config(&self, total_steps: usize) -> Result<SwitchLoraConfig> {
-        let s = self.table_of(OptimizerKind::Switchlora);
-        if let Some(rank) = s.rank {
-            crate::error::check::positive_count("rank", rank)?;
-        }
-        let mut schedule = SwitchScheduleConfig::new(total_steps);
-        set!(schedule.interval, s.interval);
-        set!(schedule.descent_fraction, s.descent_fraction);
-        set!(schedule.freeze_steps, s.freeze_steps);
-        set!(schedule.seed, s.seed);
-        let mut c = SwitchLoraConfig::new(schedule);
-        set_adam!(c, s);
-        c.validate()?;
-        self.candidate_placement()?;
-        Ok(c)
-    }
-
-    /// The SwitchLoRA adapter the model's routed linears should be built with: `None` unless
-    /// `optimizer = "switchlora"`; the rank is the reference's 128 when the table leaves it out.
-    pub fn adapter(&self) -> Result<Option<Adapter>> {
-        if self.optimizer != OptimizerKind::Switchlora {
-            return Ok(None);
-        }
-        Ok(Some(Adapter {
-            rank: self.section().and_then(|s| s.rank).unwrap_or(128),
-            candidates: self.candidate_placement()?,
-        }))
-    }
-
-    /// Where SwitchLoRA layers keep their candidate pools (`candidates = "host" | "device"`).
-    pub fn candidate_placement(&self) -> Result<CandidatePlacement> {
-        let value = self.section().and_then(|s| s.candidates.as_deref());
-        let options = [
-            ("host", CandidatePlacement::Host),
-            ("device", CandidatePlacement::Device),
-        ];
-        value.map_or(Ok(CandidatePlacement::Host), |v| {
-            choose("candidates", v, &options, "one of host, device")
-        })
+        let (d, c) = (&self.dense, AdamWConfig::new());
+        let c = d.beta_1.map_or(c.clone(), |v| c.with_beta_1(v));
+        let c = d.beta_2.map_or(c.clone(), |v| c.with_beta_2(v));
+        let c = d.epsilon.map_or(c.clone(), |v| c.with_epsilon(v));
+        d.weight_decay.map_or(c.clone(), |v| c.with_weight_decay(v))
     }
 
     /// The optimizer for `module` and, for SwitchLoRA, its switcher (`total_steps` sets the
@@ -642,40 +324,30 @@ impl Recipe {
         router: &Router,
         total_steps: usize,
     ) -> Result<(ModuleOptimizer, Option<Switcher>)> {
-        if self.optimizer != OptimizerKind::Switchlora {
+        if self.optimizer != SwitchLoraConfig::NAME {
             return Ok((self.build(module, router)?, None));
         }
-        let (optim, switcher) = self
-            .switchlora_config(total_steps)?
-            .build(module, self.dense())?;
+        let config = self.switchlora_config(total_steps)?;
+        let (optim, switcher) = config.build(module, self.adamw_config().build())?;
         Ok((optim, Some(switcher)))
-    }
-
-    fn dense(&self) -> AdamW {
-        self.adamw_config().build()
     }
 
     /// Rejects a rank above `min(m, n)` of a routed matrix (the optimizers themselves clamp
     /// it): in a recipe it is a mistake worth naming.
-    fn check_rank<M: Module>(&self, module: &M, router: &Router) -> Result<()> {
-        let Some(rank) = self.section().and_then(|s| s.rank) else {
+    fn check_rank(&self, params: &[ParamInfo], router: &Router) -> Result<()> {
+        let Some(rank) = self.table.get("rank").and_then(|v| v.as_integer()) else {
             return Ok(());
         };
-        if self.section().and_then(|s| s.rho).is_some() {
+        if self.table.has("rho") {
             return Ok(());
         }
-        for p in ParamInfo::collect(module) {
-            if !router.is_projected(&p) || p.shape.len() != 2 {
-                continue;
-            }
+        let routed = params.iter().filter(|p| router.is_projected(p));
+        for p in routed {
             let smaller = p.shape[0].min(p.shape[1]);
-            if rank > smaller {
+            if rank as usize > smaller {
                 return Err(Error::InvalidConfig {
                     field: "rank",
-                    value: format!(
-                        "{rank} (the {:?} matrix {} has min(m, n) = {smaller})",
-                        p.shape, p.path
-                    ),
+                    value: format!("{rank} (the {:?} matrix {} has min(m, n) = {smaller})", p.shape, p.path),
                     expected: "at most the smaller side of every projected matrix",
                 });
             }
@@ -686,49 +358,34 @@ impl Recipe {
     /// The optimizer for `module`: the recipe's optimizer on what `router` routes, AdamW on
     /// the rest. A `rank` larger than a routed matrix is an error naming the matrix.
     pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
-        self.check_rank(module, router)?;
-        let dense = self.dense();
-        Ok(match self.optimizer {
-            OptimizerKind::Switchlora => {
-                return Err(Error::InvalidConfig {
-                    field: "optimizer",
-                    value: "\"switchlora\" in Recipe::build".into(),
-                    expected: "Recipe::build_with_switcher (SwitchLoRA also switches the model)",
-                })
+        let dense = self.adamw_config().build();
+        match self.optimizer.as_str() {
+            ADAMW => Ok(ModuleOptimizer::from(dense)),
+            SwitchLoraConfig::NAME => Err(Error::InvalidConfig {
+                field: "optimizer",
+                value: "\"switchlora\" in Recipe::build".into(),
+                expected: "Recipe::build_with_switcher (SwitchLoRA also switches the model)",
+            }),
+            _ => {
+                let params = ParamInfo::collect(module);
+                self.check_rank(&params, router)?;
+                self.subspace_optimizer()?.route(&params, router, dense)
             }
-            OptimizerKind::Adamw => ModuleOptimizer::from(dense),
-            OptimizerKind::Galore => router.build(module, self.galore_config()?.init()?, dense),
-            OptimizerKind::Fira => router.build(module, self.fira_config()?.init()?, dense),
-            OptimizerKind::Frugal => router.build(module, self.frugal_config()?.init()?, dense),
-            OptimizerKind::Apollo => router.build(module, self.apollo_config()?.init()?, dense),
-        })
+        }
     }
 
-    /// The optimizer-state memory [`build`](Self::build) will hold for `module`, from shapes only.
-    /// For SwitchLoRA, `module` is the dense model: each routed matrix counts as a
+    /// The optimizer-state memory [`build`](Self::build) will hold for `module`, from shapes
+    /// only. For SwitchLoRA, `module` is the dense model: each routed matrix counts as a
     /// SwitchLoRA layer of [`adapter`](Self::adapter)'s rank.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
-        let dense = self.dense();
-        Ok(match self.optimizer {
-            OptimizerKind::Adamw => {
-                MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense)
-            }
-            OptimizerKind::Galore => {
-                MemoryReport::estimate(module, router, &self.galore_config()?.init()?, &dense)
-            }
-            OptimizerKind::Fira => {
-                MemoryReport::estimate(module, router, &self.fira_config()?.init()?, &dense)
-            }
-            OptimizerKind::Frugal => {
-                MemoryReport::estimate(module, router, &self.frugal_config()?.init()?, &dense)
-            }
-            OptimizerKind::Apollo => {
-                MemoryReport::estimate(module, router, &self.apollo_config()?.init()?, &dense)
-            }
-            OptimizerKind::Switchlora => {
+        let dense = self.adamw_config().build();
+        Ok(match self.optimizer.as_str() {
+            ADAMW => MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense),
+            SwitchLoraConfig::NAME => {
                 let rank = self.adapter()?.map_or(128, |a| a.rank);
                 MemoryReport::estimate(module, router, &AdapterFootprint { rank }, &dense)
             }
+            _ => MemoryReport::estimate(module, router, self.subspace_optimizer()?.as_ref(), &dense),
         })
     }
 }

@@ -44,7 +44,6 @@ impl SplitMix64 {
     }
 }
 
-/// Combines two values into one well-mixed seed (used to derive a per-refresh seed).
 /// Fills `out` with standard normal draws determined by `seed` alone, in parallel chunks.
 pub(crate) fn fill_gaussian_seeded(seed: u64, out: &mut [f32]) {
     use rayon::prelude::*;
@@ -68,6 +67,7 @@ pub(crate) fn random_subset(seed: u64, n: usize, k: usize) -> Vec<i64> {
     pool
 }
 
+/// Combines two values into one well-mixed seed (used to derive a per-refresh seed).
 pub(crate) fn mix_seed(a: u64, b: u64) -> u64 {
     SplitMix64::new(a ^ b.rotate_left(32).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
 }

@@ -19,24 +19,24 @@ fn field_of(result: Result<lowrank_optim::GaLore, Error>) -> &'static str {
 #[test]
 fn each_invalid_field_is_named() {
     let base = GaLoreConfig::new;
-    assert_eq!(field_of(base().with_rank(0).init()), "rank");
+    assert_eq!(field_of(base().with_rank(0).build()), "rank");
     assert_eq!(
-        field_of(base().with_update_proj_gap(0).init()),
+        field_of(base().with_update_proj_gap(0).build()),
         "update_proj_gap"
     );
-    assert_eq!(field_of(base().with_scale(0.0).init()), "scale");
-    assert_eq!(field_of(base().with_scale(-1.0).init()), "scale");
-    assert_eq!(field_of(base().with_scale(f32::NAN).init()), "scale");
-    assert_eq!(field_of(base().with_beta_1(1.0).init()), "beta_1");
-    assert_eq!(field_of(base().with_beta_1(-0.1).init()), "beta_1");
-    assert_eq!(field_of(base().with_beta_2(1.0).init()), "beta_2");
-    assert_eq!(field_of(base().with_epsilon(-1e-8).init()), "epsilon");
+    assert_eq!(field_of(base().with_scale(0.0).build()), "scale");
+    assert_eq!(field_of(base().with_scale(-1.0).build()), "scale");
+    assert_eq!(field_of(base().with_scale(f32::NAN).build()), "scale");
+    assert_eq!(field_of(base().with_beta_1(1.0).build()), "beta_1");
+    assert_eq!(field_of(base().with_beta_1(-0.1).build()), "beta_1");
+    assert_eq!(field_of(base().with_beta_2(1.0).build()), "beta_2");
+    assert_eq!(field_of(base().with_epsilon(-1e-8).build()), "epsilon");
     assert_eq!(
-        field_of(base().with_weight_decay(-0.1).init()),
+        field_of(base().with_weight_decay(-0.1).build()),
         "weight_decay"
     );
-    assert!(base().init().is_ok());
-    let message = base().with_rank(0).init().unwrap_err().to_string();
+    assert!(base().build().is_ok());
+    let message = base().with_rank(0).build().unwrap_err().to_string();
     assert!(
         message.contains("rank") && message.contains("at least 1"),
         "{message}"
@@ -54,42 +54,42 @@ fn named<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
 #[test]
 fn invalid_fields_of_the_other_optimizers_are_named() {
     use lowrank_optim::{ApolloConfig, FiraConfig, FrugalConfig};
-    assert_eq!(named(FrugalConfig::new().with_rho(0.0).init()), "rho");
-    assert_eq!(named(FrugalConfig::new().with_rho(1.5).init()), "rho");
-    assert_eq!(named(FrugalConfig::new().with_rho(f32::NAN).init()), "rho");
+    assert_eq!(named(FrugalConfig::new().with_rho(0.0).build()), "rho");
+    assert_eq!(named(FrugalConfig::new().with_rho(1.5).build()), "rho");
+    assert_eq!(named(FrugalConfig::new().with_rho(f32::NAN).build()), "rho");
     assert_eq!(
         named(
             FrugalConfig::new()
                 .with_density(None)
-                .with_block(true)
-                .init()
+                .with_projection(lowrank_optim::ProjectionMethod::Block)
+                .build()
         ),
         "rho"
     );
     assert_eq!(
-        named(FrugalConfig::new().with_proj_lr_scale(0.0).init()),
+        named(FrugalConfig::new().with_proj_lr_scale(0.0).build()),
         "proj_lr_scale"
     );
     assert_eq!(
-        named(FrugalConfig::new().with_inactive_lr_scale(-1.0).init()),
+        named(FrugalConfig::new().with_inactive_lr_scale(-1.0).build()),
         "inactive_lr_scale"
     );
-    assert_eq!(named(FiraConfig::new().with_gamma(0.99).init()), "gamma");
+    assert_eq!(named(FiraConfig::new().with_gamma(0.99).build()), "gamma");
     assert_eq!(
-        named(FiraConfig::new().with_gamma(f32::INFINITY).init()),
+        named(FiraConfig::new().with_gamma(f32::INFINITY).build()),
         "gamma"
     );
-    assert_eq!(named(FiraConfig::new().with_rank(0).init()), "rank");
-    assert_eq!(named(ApolloConfig::new().with_gamma(0.5).init()), "gamma");
-    assert_eq!(named(ApolloConfig::new().with_scale(0.0).init()), "scale");
+    assert_eq!(named(FiraConfig::new().with_rank(0).build()), "rank");
+    assert_eq!(named(ApolloConfig::new().with_gamma(0.5).build()), "gamma");
+    assert_eq!(named(ApolloConfig::new().with_scale(0.0).build()), "scale");
     let mut gap = GaLoreConfig::new().with_adaptive_gap(true);
     gap.subspace.adaptive_gap_window = 0;
-    assert_eq!(named(gap.init()), "adaptive_gap_window");
+    assert_eq!(named(gap.build()), "adaptive_gap_window");
     let mut gap = GaLoreConfig::new().with_adaptive_gap(true);
     gap.subspace.adaptive_gap_threshold = 1.5;
-    assert_eq!(named(gap.init()), "adaptive_gap_threshold");
+    assert_eq!(named(gap.build()), "adaptive_gap_threshold");
     assert_eq!(
-        named(GaLoreConfig::new().with_density(Some(2.0)).init()),
+        named(GaLoreConfig::new().with_density(Some(2.0)).build()),
         "density"
     );
 }
@@ -115,7 +115,7 @@ fn run_matrix(
     let optim = GaLoreConfig::new()
         .with_rank(2)
         .with_update_proj_gap(2)
-        .init()
+        .build()
         .unwrap();
     let mut w = tensor(w0, shape);
     let mut state = None;
@@ -166,7 +166,7 @@ fn a_non_finite_gradient_skips_the_update_and_keeps_the_state() {
 
 #[test]
 fn a_non_finite_gradient_on_a_vector_is_skipped_too() {
-    let optim = GaLoreConfig::new().init().unwrap();
+    let optim = GaLoreConfig::new().build().unwrap();
     let w = tensor(&[1.0, 2.0, 3.0], [3]);
     let (w, state) = optim.step(0.1, w, tensor(&[0.1, 0.2, 0.3], [3]), None);
     let before = values(&w);
@@ -200,7 +200,7 @@ fn check_rank<const D: usize>(shape: [usize; D]) {
     let mut rng = TestRng::new(D as u64);
     let w0 = random(&mut rng, n);
     let grads: Vec<Vec<f32>> = (0..5).map(|_| random(&mut rng, n)).collect();
-    let optim = GaLoreConfig::new().with_weight_decay(0.1).init().unwrap();
+    let optim = GaLoreConfig::new().with_weight_decay(0.1).build().unwrap();
     let mut w: Tensor<D> = tensor(&w0, shape);
     let mut state = None;
     for g in &grads {
@@ -229,7 +229,7 @@ fn every_tensor_rank_gets_unprojected_adam() {
 
 #[test]
 fn empty_tensors_are_left_alone() {
-    let optim = GaLoreConfig::new().init().unwrap();
+    let optim = GaLoreConfig::new().build().unwrap();
     let w: Tensor<2> = tensor(&[], [0, 4]);
     let (w, state) = optim.step(0.01, w, tensor(&[], [0, 4]), None);
     assert_eq!(w.dims(), [0, 4]);
@@ -239,7 +239,7 @@ fn empty_tensors_are_left_alone() {
 #[test]
 #[should_panic(expected = "loaded from another model")]
 fn state_from_a_differently_shaped_parameter_is_a_clear_error() {
-    let optim = GaLoreConfig::new().with_rank(2).init().unwrap();
+    let optim = GaLoreConfig::new().with_rank(2).build().unwrap();
     let (_, state) = optim.step(
         0.01,
         tensor(&[0.5; 32], [8, 4]),

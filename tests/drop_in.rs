@@ -21,9 +21,10 @@ fn galore() -> GaLoreConfig {
 fn optimizer(model: &Toy, config: &GaLoreConfig) -> ModuleOptimizer {
     Router::llama().with_vocab_size(VOCAB).build(
         model,
-        config.init().unwrap(),
+        config.build().unwrap(),
         AdamWConfig::new().with_weight_decay(0.0).build(),
     )
+    .unwrap()
 }
 
 #[test]
@@ -116,7 +117,7 @@ fn memory_report_matches_the_record_and_the_formula() {
     let (model, _) = train(model, &mut optim, 2, 0.01);
 
     let measured = MemoryReport::measure(&optim, &model).unwrap();
-    let galore = config.init().unwrap();
+    let galore = config.build().unwrap();
     let adamw = AdamWConfig::new().build();
     let router = Router::llama().with_vocab_size(VOCAB);
     let estimated = MemoryReport::estimate(&model, &router, &galore, &adamw);

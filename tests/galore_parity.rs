@@ -43,7 +43,7 @@ fn every_case_matches_the_reference_after_every_step() {
     }
     check_all(
         &fixture,
-        |case| config(case).init().unwrap(),
+        |case| config(case).build().unwrap(),
         |case| match case.proj_type.as_deref() {
             Some("full") => TOLERANCE_FULL,
             _ => TOLERANCE,
@@ -59,7 +59,7 @@ fn a_wrong_scale_is_detected() {
     let burn = BurnLayout::of(case);
     let optim = config(case)
         .with_scale(case.scale.unwrap() * 1.1)
-        .init()
+        .build()
         .unwrap();
     let ours = burn.run(&optim, case);
     assert!(max_abs_diff(&ours[0], &burn.weights[0]) > 10.0 * TOLERANCE);
@@ -74,7 +74,7 @@ fn the_square_case_tells_the_two_layouts_apart() {
     for name in ["square_std", "explicit_left", "explicit_right"] {
         let case = fixture.cases.iter().find(|c| c.name == name).unwrap();
         let [rows, cols] = [case.shape[0], case.shape[1]];
-        let raw = run(&config(case).init().unwrap(), case, [rows, cols]);
+        let raw = run(&config(case).build().unwrap(), case, [rows, cols]);
         let diff = max_abs_diff(raw.last().unwrap(), case.weights.last().unwrap());
         assert!(
             diff > 10.0 * TOLERANCE,

@@ -15,7 +15,7 @@ mod common;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams};
 use common::Dense;
 use lowrank_optim::{ApolloConfig, GaLoreConfig, ProjType, Router};
 
@@ -84,14 +84,14 @@ fn weight_change(proj_type: ProjType, c: &Dense) -> Dense {
         .with_rank(RANK)
         .with_proj_type(proj_type)
         .with_scale(1.0)
-        .init()
+        .build()
         .unwrap();
     step_layer(galore, c)
 }
 
 /// One step of `projected` (on the weight; AdamW on the bias) on a `Linear` whose weight
 /// gradient is `c`; returns the change of the weight, `[d_in, d_out]`.
-fn step_layer(projected: impl Optimizer, c: &Dense) -> Dense {
+fn step_layer(projected: impl lowrank_optim::MatrixOptimizer, c: &Dense) -> Dense {
     let device = common::device().autodiff();
     let (d_in, d_out) = (c.rows, c.cols);
     let layer: Linear = LinearConfig::new(d_in, d_out).init(&device);
@@ -100,7 +100,8 @@ fn step_layer(projected: impl Optimizer, c: &Dense) -> Dense {
         &layer,
         projected,
         AdamWConfig::new().with_weight_decay(0.0).build(),
-    );
+    )
+    .unwrap();
     let x = Dense::identity(d_in).to_tensor_on(&device);
     let loss = layer.forward(x).mul(c.to_tensor_on(&device)).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &layer);
@@ -172,7 +173,7 @@ fn every_proj_type_reduces_the_dimension_galore_torch_reduces_for_the_same_layer
 fn the_square_attention_weight_keeps_galore_torch_state_shape() {
     // galore-torch on a square [out, in] weight: right projection, state [out, r]. In Burn's
     // layout that is [r, d_out]: the projected moments of `Pᵀ G`.
-    let galore = GaLoreConfig::new().with_rank(RANK).init().unwrap();
+    let galore = GaLoreConfig::new().with_rank(RANK).build().unwrap();
     let grad = gradient(12, 12, Reduced::Input).to_tensor();
     let prepared = galore
         .manager()
@@ -192,7 +193,7 @@ fn apollo_scales_each_output_feature_of_a_square_layer() {
     let c = Dense::from_fn(d, d, |i, j| {
         1.0 + 0.5 * (1.7 * i as f64 + 2.3 * j as f64).sin()
     });
-    let apollo = ApolloConfig::new().with_rank(RANK).init().unwrap();
+    let apollo = ApolloConfig::new().with_rank(RANK).build().unwrap();
     let delta = step_layer(apollo, &c);
     let ratio = |i: usize, j: usize| delta.at(i, j) / c.at(i, j);
     for j in 0..d {

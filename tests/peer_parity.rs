@@ -55,14 +55,14 @@ fn check<O: Optimizer>(json: &str, build: impl Fn(&Case) -> O) {
 #[test]
 fn fira_matches_the_reference_after_every_step() {
     check(include_str!("fixtures/fira_parity.json"), |c| {
-        fira(c).init().unwrap()
+        fira(c).build().unwrap()
     });
 }
 
 #[test]
 fn dct_adamw_matches_the_reference_after_every_step() {
     check(include_str!("fixtures/dct_adamw_parity.json"), |c| {
-        dct_adamw(c).init().unwrap()
+        dct_adamw(c).build().unwrap()
     });
 }
 
@@ -78,7 +78,7 @@ fn wrong_hyperparameters_are_detected() {
     };
     // A limiter that never limits (gamma huge) drifts from Fira.
     let no_limiter = mismatch(include_str!("fixtures/fira_parity.json"), &|c, burn| {
-        burn.run(&fira(c).with_gamma(1e6).init().unwrap(), c)
+        burn.run(&fira(c).with_gamma(1e6).build().unwrap(), c)
     });
     assert!(no_limiter > 10.0 * TOLERANCE, "limiter off: {no_limiter:e}");
     // Another selection (L2 scores, fewer columns) drifts from DCT-AdamW.
@@ -88,7 +88,7 @@ fn wrong_hyperparameters_are_detected() {
             let config = dct_adamw(c)
                 .with_dct_norm(lowrank_optim::DctNorm::L2)
                 .with_rank(2);
-            burn.run(&config.init().unwrap(), c)
+            burn.run(&config.build().unwrap(), c)
         },
     );
     assert!(l2 > 10.0 * TOLERANCE, "L2, rank 2: {l2:e}");

@@ -187,7 +187,7 @@ fn frugal_matches_the_dense_reference() {
             .with_weight_decay(wd)
             .with_proj_lr_scale(proj_scale)
             .with_inactive_lr_scale(inactive_scale)
-            .init()
+            .build()
             .unwrap();
         let (w0, grads) = data(31, m, n);
         let (got, state) = run(&optim, &w0, &grads);
@@ -231,10 +231,10 @@ fn frugal_blocks_are_adamw_when_active_and_sign_sgd_when_not() {
     let (w0, grads) = data(37, 6, 5);
     for (rho, active) in [(1.0, true), (1e-9, false)] {
         let optim = FrugalConfig::new()
-            .with_block(true)
+            .with_projection(ProjectionMethod::Block)
             .with_rho(rho)
             .with_weight_decay(0.1)
-            .init()
+            .build()
             .unwrap();
         let (got, state) = run(&optim, &w0, &grads);
         assert_eq!(state.moments.is_some(), active);
@@ -299,7 +299,7 @@ fn apollo_matches_the_dense_reference() {
             .with_scale_front(front)
             .with_scale(scale)
             .with_weight_decay(0.05)
-            .init()
+            .build()
             .unwrap();
         let (w0, grads) = data(41, m, n);
         let (got, state) = run(&optim, &w0, &grads);
@@ -392,7 +392,7 @@ fn fira_matches_the_dense_reference_on_every_path() {
             .with_scale(alpha)
             .with_gamma(1.05)
             .with_weight_decay(0.05)
-            .init()
+            .build()
             .unwrap();
         let (w0, grads) = data(43, m, n);
         let (got, state) = run(&optim, &w0, &grads);

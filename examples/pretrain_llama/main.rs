@@ -200,7 +200,7 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
         .map(|p| p.numel())
         .sum();
     for file in recipe_files(&args.recipes)? {
-        let recipe = train::recipe_for_run(
+        let (recipe, _) = train::recipe_for_run(
             &Recipe::load(&file).map_err(|e| e.to_string())?,
             settings.rank,
         );

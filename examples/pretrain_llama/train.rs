@@ -13,7 +13,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowrank_optim::clip::clip_grad_norm;
-use lowrank_optim::recipe::{OptimizerKind, Recipe};
+use lowrank_optim::recipe::Recipe;
 use lowrank_optim::{MemoryReport, Router};
 use serde::{Deserialize, Serialize};
 
@@ -86,19 +86,22 @@ fn dims_array(d: &LlamaDims) -> [usize; 6] {
     [d.vocab, d.d_model, d.layers, d.heads, d.ffn, d.max_seq]
 }
 
-/// The recipe as this run uses it: the settings' rank (published ranks are for 60M+ models)
-/// for every optimizer with a fixed rank; rank-1 recipes (APOLLO-Mini) and FRUGAL's density
-/// keep their own.
-pub fn recipe_for_run(recipe: &Recipe, rank: usize) -> Recipe {
+/// The recipe as this run uses it: the run's rank (the preset's, or `--rank`) replaces the
+/// recipe's own for every optimizer with a fixed rank, since published ranks are for 60M+
+/// models; rank-1 recipes (APOLLO-Mini) and FRUGAL's density keep their own. Returns the
+/// recipe and, when its rank was replaced, the rank it had.
+pub fn recipe_for_run(recipe: &Recipe, rank: usize) -> (Recipe, Option<i64>) {
     let mut recipe = recipe.clone();
-    let frugal = recipe.optimizer == OptimizerKind::Frugal;
-    if let Some(section) = recipe.section_mut() {
-        let by_density = frugal && (section.rank.is_none() || section.rho.is_some());
-        if section.rank != Some(1) && !by_density {
-            section.rank = Some(rank);
-        }
+    if recipe.optimizer == "adamw" {
+        return (recipe, None);
     }
-    recipe
+    let own = recipe.table.get("rank").and_then(|v| v.as_integer());
+    let by_density = recipe.optimizer == "frugal" && (own.is_none() || recipe.table.has("rho"));
+    if own == Some(1) || by_density {
+        return (recipe, None);
+    }
+    recipe.table.set("rank", rank as i64);
+    (recipe, own.filter(|&r| r != rank as i64))
 }
 
 /// The peak learning rate, warm-up fraction, final fraction and clipping this run uses.
@@ -243,7 +246,14 @@ pub fn run(
     corpus: &Corpus,
     device: &Device,
 ) -> Result<Summary, String> {
-    let recipe = recipe_for_run(recipe, settings.rank);
+    let (recipe, replaced) = recipe_for_run(recipe, settings.rank);
+    if let Some(own) = replaced {
+        eprintln!(
+            "note: {}: the recipe's rank {own} is replaced by this run's rank {} (the preset's; \
+             --rank sets it)",
+            recipe.name, settings.rank
+        );
+    }
     let (lr, warmup, min_fraction, clip) = schedule_values(args, &recipe);
     let out = args.out.join(&recipe.name);
     let checkpoint_dir = out.join("checkpoint");

@@ -189,16 +189,6 @@ impl Basis {
         }
     }
 
-    /// Elements the checkpoint stores for this basis: floats for dense bases, integers for
-    /// index bases, nothing but scalars for Gaussian ones.
-    pub fn stored_numel(&self) -> usize {
-        match self {
-            Basis::Dense(m) => m.dims().iter().product(),
-            Basis::Dct { indices, .. } | Basis::Coordinates { indices, .. } => indices.dims()[0],
-            Basis::Gaussian { .. } => 0,
-        }
-    }
-
     fn code(&self) -> u8 {
         match self {
             Basis::Dense(_) => 0,

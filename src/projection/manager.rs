@@ -17,7 +17,7 @@ use super::{MomentPolicy, ProjType, ProjectionMethod, Side, Subspace};
 use crate::adam::Moments;
 use crate::error::check;
 use crate::matrix::assert_state_fits;
-use crate::rng::{mix_seed, random_subset};
+use crate::rng::{mix_seed, random_subset, SplitMix64};
 
 /// Configuration of the projection-subspace manager, shared by every projected optimizer.
 ///
@@ -119,8 +119,23 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 pub struct SubspaceManager {
     config: SubspaceConfig,
-    /// Numbers matrices in the order they are first seen, so each draws its own random bases.
+    /// The ordinal of the one matrix this manager serves, when the [`Router`](crate::Router)
+    /// gave each matrix its own (its position among the routed matrices of the model).
+    fixed_ordinal: Option<usize>,
+    /// Otherwise matrices are numbered in the order they are first seen, past every ordinal
+    /// of a restored state, so each draws its own random bases.
     next_ordinal: Arc<AtomicUsize>,
+}
+
+/// What [`SubspaceManager::prepare_block`] hands an optimizer for one step of one block.
+#[derive(Debug, Clone)]
+pub struct BlockStep<const D: usize> {
+    /// The block's subspace: the tensor as one `[numel, 1]` column, rank 1 while state-full,
+    /// rank 0 while state-free.
+    pub subspace: Subspace,
+    /// The full-size moments while state-full (carried or reset per the policy); `None`
+    /// while state-free.
+    pub moments: Option<Moments<D>>,
 }
 
 /// Shapes whose rank clamp was already logged, so the message appears once per shape.
@@ -132,8 +147,27 @@ impl SubspaceManager {
         config.validate()?;
         Ok(Self {
             config,
+            fixed_ordinal: None,
             next_ordinal: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// This manager serving one matrix whose ordinal is `ordinal`, whatever the order in which
+    /// matrices are first seen (what the [`Router`](crate::Router) builds: resume- and
+    /// replica-safe).
+    pub fn with_fixed_ordinal(&self, ordinal: usize) -> Self {
+        Self {
+            fixed_ordinal: Some(ordinal),
+            ..self.clone()
+        }
+    }
+
+    /// Notes a restored subspace, so a matrix first seen later is numbered past it.
+    pub fn observe(&self, subspace: &Subspace) {
+        if self.fixed_ordinal.is_none() {
+            self.next_ordinal
+                .fetch_max(subspace.ordinal + 1, Ordering::Relaxed);
+        }
     }
 
     /// The configuration in use.
@@ -144,6 +178,9 @@ impl SubspaceManager {
     /// The rank actually used for an `m x n` matrix: the configured rank (or density times the
     /// projected side's length), at least 1 and at most `min(m, n)`.
     pub fn effective_rank(&self, [m, n]: [usize; 2]) -> usize {
+        if self.config.projection == ProjectionMethod::Block {
+            return 1;
+        }
         let side = self.config.proj_type.side(m, n);
         let wanted = match self.config.density {
             Some(density) => {
@@ -181,7 +218,9 @@ impl SubspaceManager {
             gap: self.config.update_proj_gap,
             next_refresh: 0,
             refreshes: 0,
-            ordinal: self.next_ordinal.fetch_add(1, Ordering::Relaxed),
+            ordinal: self
+                .fixed_ordinal
+                .unwrap_or_else(|| self.next_ordinal.fetch_add(1, Ordering::Relaxed)),
             aligned_refreshes: 0,
         }
     }
@@ -196,7 +235,7 @@ impl SubspaceManager {
             | ProjectionMethod::Randomized
             | ProjectionMethod::RandomOrthogonal => 4 * len * rank,
             ProjectionMethod::Dct | ProjectionMethod::Coordinates => 4 * rank,
-            ProjectionMethod::Gaussian => 0,
+            ProjectionMethod::Gaussian | ProjectionMethod::Block => 0,
         };
         usize::from(side.has_left()) * per_side(m) + usize::from(side.has_right()) * per_side(n)
     }
@@ -279,6 +318,7 @@ impl SubspaceManager {
                 let q = random_orthogonal_basis(g.dims()[1], rank, seed);
                 Basis::Dense(to_device(q.as_ref(), &device))
             })),
+            ProjectionMethod::Block => unreachable!("checked in prepare"),
             ProjectionMethod::Coordinates => Some(per_side(&|g, side| {
                 let len = g.dims()[1];
                 let chosen = random_subset(self.basis_seed(subspace, side), len, rank);
@@ -295,9 +335,13 @@ impl SubspaceManager {
     /// untouched state when the gradient (or its projection) holds a NaN or an infinity, so the
     /// caller can skip the update instead of corrupting the moments.
     ///
+    /// On first sight the `Err` holds the freshly created subspace (no basis yet), so the
+    /// matrix keeps its ordinal.
+    ///
     /// # Panics
     /// If `subspace` was built for a matrix of another shape (an optimizer record from another
-    /// model): continuing would silently mix unrelated state.
+    /// model): continuing would silently mix unrelated state; or for
+    /// [`ProjectionMethod::Block`], which [`prepare_block`](Self::prepare_block) serves.
     #[allow(clippy::result_large_err)]
     pub fn prepare(
         &self,
@@ -306,16 +350,21 @@ impl SubspaceManager {
         grad: Tensor<2>,
         step: usize,
     ) -> core::result::Result<Prepared, (Option<Subspace>, Option<Moments<2>>)> {
+        assert!(
+            self.config.projection != ProjectionMethod::Block,
+            "lowrank-optim: block mode is prepared by SubspaceManager::prepare_block"
+        );
         let dims = grad.dims();
         if let Some(s) = &subspace {
             assert_state_fits("projection state", &[s.rows, s.cols], &dims);
         }
-        let current = subspace.clone().unwrap_or_else(|| self.create(dims));
+        let current = subspace.unwrap_or_else(|| self.create(dims));
         let refresh = !current.has_basis() || step >= current.next_refresh;
         // Handles are cheap to clone; the originals are handed back if the step is skipped.
+        let original = current.clone();
         let (current, transported) = if refresh {
             let Some((left, right)) = self.compute_bases(&current, &grad) else {
-                return Err((subspace, moments));
+                return Err((Some(current), moments));
             };
             let mut fresh = Subspace {
                 left,
@@ -324,7 +373,9 @@ impl SubspaceManager {
                 ..current.clone()
             };
             if self.config.adaptive_gap && current.has_basis() {
-                self.adapt_gap(&current, &mut fresh);
+                let aligned = leading_cosine(&current, &fresh)
+                    >= self.config.adaptive_gap_threshold as f64;
+                self.adapt_gap(&current, &mut fresh, aligned);
             }
             fresh.next_refresh = step + fresh.gap;
             let transported = moments.clone().map(|m| self.transport(&current, &fresh, m));
@@ -332,10 +383,12 @@ impl SubspaceManager {
         } else {
             (current, moments.clone())
         };
-        let low_grad = current.project(grad);
-        let finite = low_grad.clone().is_finite().all().into_scalar::<bool>();
-        if !finite {
-            return Err((subspace, moments));
+        let low_grad = current.project(grad.clone());
+        // The whole gradient, not only its projection: a coordinate basis never reads most of
+        // it, and the rules (Fira's, APOLLO's, FRUGAL's residual) use all of it. One read.
+        let finite = grad.is_finite().all().bool_and(low_grad.clone().is_finite().all());
+        if !finite.into_scalar::<bool>() {
+            return Err((Some(original), moments));
         }
         let moments = transported
             .unwrap_or_else(|| Moments::zeros(current.projected_shape(), &low_grad.device()));
@@ -354,9 +407,8 @@ impl SubspaceManager {
 
     /// Counts consecutive refreshes whose leading vector stayed aligned, doubling the gap after
     /// a full window of them.
-    fn adapt_gap(&self, old: &Subspace, fresh: &mut Subspace) {
-        let cosine = leading_cosine(old, fresh);
-        if cosine >= self.config.adaptive_gap_threshold as f64 {
+    fn adapt_gap(&self, old: &Subspace, fresh: &mut Subspace, aligned: bool) {
+        if aligned {
             fresh.aligned_refreshes = old.aligned_refreshes + 1;
         } else {
             fresh.aligned_refreshes = 0;
@@ -364,6 +416,61 @@ impl SubspaceManager {
         if fresh.aligned_refreshes >= self.config.adaptive_gap_window {
             fresh.gap = old.gap.saturating_mul(2);
             fresh.aligned_refreshes = 0;
+        }
+    }
+
+    /// Whether block `ordinal` is state-full in `period`: `frac(ordinal * golden + u) < rho`, a
+    /// low-discrepancy pick, so any `N` consecutive blocks hold `rho N` state-full ones to
+    /// within about one, and a fresh `u` per period (from the seed) reshuffles them.
+    pub fn block_is_active(&self, ordinal: usize, period: usize) -> bool {
+        const GOLDEN: f64 = 0.618_033_988_749_894_9;
+        let rho = self.config.density.unwrap_or(1.0) as f64;
+        let u = SplitMix64::new(mix_seed(self.config.seed, period as u64)).next_open01();
+        (ordinal as f64 * GOLDEN + u).fract() < rho
+    }
+
+    /// The front half of a block-mode step ([`ProjectionMethod::Block`]): at each refresh the
+    /// block is drawn state-full or state-free for the coming period; a state-full block gets
+    /// its full-size moments (carried from the previous period unless the policy is `Reset`),
+    /// a state-free one none.
+    ///
+    /// # Panics
+    /// If the restored state does not fit the tensor (a record from another model).
+    pub fn prepare_block<const D: usize>(
+        &self,
+        subspace: Subspace,
+        moments: Option<Moments<D>>,
+        grad: &Tensor<D>,
+        step: usize,
+    ) -> BlockStep<D> {
+        let dims = grad.dims();
+        let zeros = || Moments::zeros(dims, &grad.device());
+        let numel = dims.iter().product::<usize>();
+        assert_state_fits("block state", &[subspace.rows, subspace.cols], &[numel, 1]);
+        if let Some(m) = &moments {
+            assert_state_fits("optimizer moments", &m.dims(), &dims);
+        }
+        let refresh = subspace.refreshes == 0 || step >= subspace.next_refresh;
+        if !refresh {
+            let moments = (subspace.rank == 1).then(|| moments.unwrap_or_else(zeros));
+            return BlockStep { subspace, moments };
+        }
+        let active = self.block_is_active(subspace.ordinal, subspace.refreshes);
+        let mut fresh = Subspace {
+            rank: usize::from(active),
+            refreshes: subspace.refreshes + 1,
+            ..subspace.clone()
+        };
+        if self.config.adaptive_gap && subspace.refreshes > 0 {
+            let aligned = fresh.rank == subspace.rank;
+            self.adapt_gap(&subspace, &mut fresh, aligned);
+        }
+        fresh.next_refresh = step + fresh.gap;
+        let carried = moments.filter(|_| self.config.moment_policy != MomentPolicy::Reset);
+        let moments = active.then(|| carried.unwrap_or_else(zeros));
+        BlockStep {
+            subspace: fresh,
+            moments,
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! An optimizer asks the [`SubspaceManager`] for the low-rank gradient `R = project(G)` and maps
 //! its normalized update back with [`Subspace::project_back`]; it never branches on projection
-//! kinds itself, so every projector works with every optimizer.
+//! kinds itself, so every projector works with every optimizer. (Block mode,
+//! [`ProjectionMethod::Block`], hands whole tensors to the optimizer's full-size or state-free
+//! update instead; [`SubspaceOptimizer`](crate::optim::SubspaceOptimizer) does that dispatch.)
 //!
 //! Conventions (for a gradient `G` of shape `m x n` and rank `r`):
 //! - [`Side::Right`]: `R = G P`, `P` is `n x r`, the state is `m x r`;
@@ -12,8 +14,9 @@
 //!
 //! `G` is the raw parameter tensor (Burn's `Linear` weight is `[d_in, d_out]`, the transpose of
 //! PyTorch's); [`ProjType`] applies the references' rules to the layer, i.e. to `Gᵀ`, and the
-//! [`Side`] it yields is stored for `G`. Every basis has orthonormal columns except Gaussian
-//! ones, and the side is stored in the state when it is first chosen, so nothing is re-derived
+//! [`Side`] it yields is stored for `G`. SVD, DCT, random orthogonal and coordinate bases have
+//! orthonormal columns; Gaussian ones do not ([`Subspace::is_orthonormal`] says which), and the
+//! side is stored in the state when it is first chosen, so nothing is re-derived
 //! from shapes later (the reference code infers the side from the low-rank tensor's shape, which
 //! breaks on square matrices and on `r >= min(m, n)`).
 
@@ -25,7 +28,7 @@ pub(crate) mod svd;
 pub use basis::Basis;
 pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
 pub(crate) use manager::subspace_setters;
-pub use manager::{leading_cosine, Prepared, SubspaceConfig, SubspaceManager};
+pub use manager::{leading_cosine, BlockStep, Prepared, SubspaceConfig, SubspaceManager};
 pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMatrix};
 
 use burn::config::Config;
@@ -131,6 +134,11 @@ pub enum ProjectionMethod {
     /// A seeded random subset of `r` columns (or rows) of the identity (FRUGAL's coordinate
     /// subspace): projecting gathers, projecting back scatters into zeros.
     Coordinates,
+    /// Whole tensors instead of subspaces (FRUGAL's block mode): for each refresh period a
+    /// tensor is wholly state-full (full-size moments) or wholly state-free, about `density`
+    /// of them state-full, drawn from the seed and the tensor's ordinal
+    /// ([`SubspaceManager::prepare_block`]). Applies to tensors of every rank.
+    Block,
 }
 
 /// What happens to the Adam moments when the basis is refreshed.

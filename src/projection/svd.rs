@@ -74,8 +74,8 @@ pub fn canonicalize_signs(matrix: &mut HostMatrix) {
 
 /// The top-`rank` left and/or right singular vectors of `g` by an exact thin SVD.
 ///
-/// Only the requested side is computed. `rank` must be `<= min(m, n)`. Returns `None` if the
-/// SVD does not converge.
+/// Only the requested side is computed. Returns `None` if `rank > min(m, n)` or the SVD does
+/// not converge.
 ///
 /// ```
 /// use lowrank_optim::projection::{exact_svd_basis, HostMatrix};
@@ -85,6 +85,7 @@ pub fn canonicalize_signs(matrix: &mut HostMatrix) {
 /// let right = right.unwrap();
 /// assert!(left.is_none());
 /// assert_eq!((right[(0, 0)], right[(1, 1)], right[(2, 0)]), (1.0, 1.0, 0.0));
+/// assert!(exact_svd_basis(g.as_ref(), 4, false, true).is_none()); // rank above min(m, n)
 /// ```
 pub fn exact_svd_basis(
     g: MatRef<'_, f32>,
@@ -94,7 +95,9 @@ pub fn exact_svd_basis(
 ) -> Option<SingularBases> {
     let (m, n) = g.shape();
     let size = m.min(n);
-    assert!(rank <= size, "rank {rank} exceeds min({m}, {n})");
+    if rank > size {
+        return None;
+    }
     let mode = |want: bool| {
         if want {
             ComputeSvdVectors::Thin

@@ -7,12 +7,11 @@
 use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::matrix::cast_rank;
 
-/// What Burn's derive reports as the container of a SwitchLoRA layer's fields.
-const CONTAINER: &str = "Struct:SwitchLoraLinear";
+use crate::groups::SWITCHLORA_CONTAINER as CONTAINER;
 
 /// One parameter of a layer: its id and current value.
 #[derive(Clone, Debug)]
@@ -50,26 +49,6 @@ pub(crate) fn find_layers<M: Module>(model: &M) -> Vec<LayerParts> {
     let mut finder = Finder::default();
     model.visit(&mut finder);
     finder.layers
-}
-
-/// The ids of every layer's adapters (`lora_a`, `lora_b`) and of its candidate pools.
-pub(crate) fn adapter_and_pool_ids<M: Module>(model: &M) -> (HashSet<ParamId>, HashSet<ParamId>) {
-    let (mut adapters, mut pools) = (HashSet::new(), HashSet::new());
-    for layer in find_layers(model) {
-        adapters.extend(
-            [&layer.lora_a, &layer.lora_b]
-                .into_iter()
-                .flatten()
-                .map(|p| p.id),
-        );
-        pools.extend(
-            [&layer.candidates_a, &layer.candidates_b]
-                .into_iter()
-                .flatten()
-                .map(|p| p.id),
-        );
-    }
-    (adapters, pools)
 }
 
 #[derive(Default)]
@@ -219,4 +198,15 @@ impl ModuleMapper for Writer {
             None => param,
         }
     }
+}
+
+/// `indices` as an index tensor on `device`.
+pub(crate) fn indices(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// `t[indices, :]`.
+pub(crate) fn rows(t: &Tensor<2>, rows: &[usize]) -> Tensor<2> {
+    t.clone().select(0, indices(rows, &t.device()))
 }

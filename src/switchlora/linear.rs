@@ -7,7 +7,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use super::resident::Resident;
-use super::switcher::rows;
+use super::layers::rows;
 use crate::error::Error;
 
 /// Where a layer keeps its candidate pools.
@@ -352,11 +352,6 @@ impl Slots {
             switched_a: vec![-1; rank],
             switched_b: vec![-1; rank],
         }
-    }
-
-    /// The adapter rank.
-    pub fn rank(&self) -> usize {
-        self.selected_a.len()
     }
 
     /// Packs into the record layout.

@@ -18,7 +18,7 @@ use crate::memory::{format_bytes, record_tensors, StateFootprint, F32_BYTES};
 /// use lowrank_optim::switchlora::AdapterFootprint;
 /// use lowrank_optim::StateFootprint;
 ///
-/// assert_eq!(AdapterFootprint { rank: 8 }.state_bytes(&[64, 32]), 4 * (2 * 8 * 96 + 4 * 8));
+/// assert_eq!(AdapterFootprint { rank: 8 }.state_bytes(&[64, 32], 0), 4 * (2 * 8 * 96 + 4 * 8));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdapterFootprint {
@@ -27,7 +27,7 @@ pub struct AdapterFootprint {
 }
 
 impl StateFootprint for AdapterFootprint {
-    fn state_bytes(&self, shape: &[usize]) -> usize {
+    fn state_bytes(&self, shape: &[usize], _ordinal: usize) -> usize {
         let [d_in, d_out] = [shape[0], shape.get(1).copied().unwrap_or(1)];
         let rank = self.rank.min(d_in).min(d_out);
         F32_BYTES * (2 * rank * (d_in + d_out) + 4 * rank)

@@ -17,7 +17,6 @@
 //! run exactly (the switch draws are a function of the step).
 
 mod layers;
-pub(crate) use layers::adapter_and_pool_ids;
 mod linear;
 mod memory;
 mod optim;

@@ -6,13 +6,16 @@ use burn::module::{Module, ParamGroup};
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use serde::Deserialize;
+
 use super::layers::find_layers;
+use super::linear::{Adapter, CandidatePlacement};
 use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
-use crate::adam::{AdamHyper, Moments};
+use crate::adam::{decay, AdamHyper, Moments};
 use crate::error::Error;
-use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank};
-use crate::projected::{decay, log_skip};
+use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank, log_skip};
+use crate::recipe::{choose, Table};
 use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
@@ -110,6 +113,49 @@ impl SwitchLoraConfig {
             path,
             board,
         }
+    }
+}
+
+/// The `[switchlora]` keys besides Adam's: SwitchLoRA has no subspace, so of the subspace keys
+/// it takes only `rank` (the adapters') and `seed` (the switch draws').
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchLoraKeys {
+    rank: Option<usize>,
+    seed: Option<u64>,
+    interval: Option<usize>,
+    descent_fraction: Option<f64>,
+    freeze_steps: Option<usize>,
+    candidates: Option<String>,
+}
+
+impl SwitchLoraConfig {
+    /// The recipe name of SwitchLoRA.
+    pub const NAME: &'static str = "switchlora";
+
+    /// The config for a run of `total_steps` steps and the adapter the model's routed linears
+    /// get, from a recipe's `[switchlora]` table (the adapter rank is the reference's 128 when
+    /// the table leaves it out), validated.
+    pub fn from_table(table: &Table, total_steps: usize) -> crate::Result<(Self, Adapter)> {
+        let keys: SwitchLoraKeys = table.all_but_adam()?;
+        let mut schedule = SwitchScheduleConfig::new(total_steps);
+        schedule.interval = keys.interval.unwrap_or(schedule.interval);
+        schedule.descent_fraction = keys.descent_fraction.unwrap_or(schedule.descent_fraction);
+        schedule.freeze_steps = keys.freeze_steps.unwrap_or(schedule.freeze_steps);
+        schedule.seed = keys.seed.unwrap_or(schedule.seed);
+        let mut c = SwitchLoraConfig::new(schedule);
+        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        c.validate()?;
+        let rank = keys.rank.unwrap_or(128);
+        crate::error::check::positive_count("rank", rank)?;
+        let options = [
+            ("host", CandidatePlacement::Host),
+            ("device", CandidatePlacement::Device),
+        ];
+        let candidates = keys.candidates.as_deref().map_or(Ok(CandidatePlacement::Host), |v| {
+            choose("candidates", v, &options, "one of host, device")
+        })?;
+        Ok((c, Adapter { rank, candidates }))
     }
 }
 

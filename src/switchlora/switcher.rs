@@ -12,9 +12,9 @@ use burn::module::ParamId;
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
-use super::layers::{find_layers, take, LayerParts, Part, Replacements};
+use super::layers::{find_layers, indices, rows, take, LayerParts, Part, Replacements};
 use super::linear::{scaling, Slots};
 use super::schedule::SwitchScheduleConfig;
 use crate::error::{Error, Result};
@@ -96,7 +96,7 @@ pub struct SwitchCount {
 
 impl Switcher {
     /// A switcher posting to `board` (which the adapter optimizers read).
-    pub fn new(schedule: SwitchScheduleConfig, board: Switchboard) -> Result<Self> {
+    pub(crate) fn new(schedule: SwitchScheduleConfig, board: Switchboard) -> Result<Self> {
         schedule.validate()?;
         Ok(Self { schedule, board })
     }
@@ -329,17 +329,6 @@ impl Complete {
 fn take_value(part: &mut Part<Tensor<2>>) -> Tensor<2> {
     let device = part.value.device();
     std::mem::replace(&mut part.value, Tensor::zeros([0, 0], &device))
-}
-
-/// `indices` as an index tensor on `device`.
-fn indices(indices: &[usize], device: &Device) -> Tensor<1, Int> {
-    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
-}
-
-/// `t[indices, :]`.
-pub(crate) fn rows(t: &Tensor<2>, rows: &[usize]) -> Tensor<2> {
-    t.clone().select(0, indices(rows, &t.device()))
 }
 
 /// `t` on `device` (through host data when the devices differ: pools and adapters may live on

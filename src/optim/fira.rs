@@ -1,12 +1,16 @@
 //! Fira: GaLore plus a full-rank update from the residual the projection discards.
 
 use burn::config::Config;
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Tensor;
+use serde::Deserialize;
 
-use crate::adam::AdamHyper;
+use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
+use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
+use crate::adam::{AdamHyper, Moments};
 use crate::error::check;
-use crate::projected::{decay, hf_subspace_optimizer, MatrixStep, MatrixUpdate, SubspaceState};
-use crate::projection::{subspace_setters, SubspaceConfig, SubspaceManager};
-use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
+use crate::projection::{subspace_setters, SubspaceConfig};
+use crate::recipe::{RecipeTable, Routed, Table};
 
 /// [`Fira`] configuration. Defaults are the reference's (`fira` 1.0.2 `FiraAdamW`).
 ///
@@ -21,7 +25,7 @@ use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranul
 ///     .with_scale(0.25)
 ///     .with_gamma(1.01)
 ///     .with_scaling(ScaleGranularity::Channel)
-///     .init()
+///     .build()
 ///     .expect("a valid config");
 /// # let _ = fira;
 /// ```
@@ -64,21 +68,24 @@ impl FiraConfig {
         check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
     }
 
-    /// Builds the optimizer, or names the invalid field.
-    pub fn init(&self) -> crate::Result<Fira> {
+    /// The bare optimizer, or the invalid field named: route it to a model's matrices with
+    /// [`Router`](crate::Router).
+    pub fn build(&self) -> crate::Result<Fira> {
         self.validate()?;
-        Ok(Fira {
-            manager: SubspaceManager::new(self.subspace.clone())?,
-            hyper: AdamHyper {
-                beta_1: self.beta_1,
-                beta_2: self.beta_2,
-                epsilon: self.epsilon,
-            },
+        let rule = FiraRule {
+            hyper: AdamHyper::new(self.beta_1, self.beta_2, self.epsilon),
             scale: self.scale,
             gamma: self.gamma,
             scaling: self.scaling,
             weight_decay: self.weight_decay,
-        })
+        };
+        SubspaceOptimizer::new(self.subspace.clone(), rule)
+    }
+
+    /// A `ModuleOptimizer` with Fira on every parameter: every matrix projected, every other
+    /// tensor on GaLore's Adam unprojected.
+    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
+        Ok(ModuleOptimizer::from(self.build()?))
     }
 }
 
@@ -93,9 +100,14 @@ impl FiraConfig {
 /// `||g - alpha P Pᵀ g||² = ||g||² - (2 alpha - alpha²) ||Pᵀ g||²` and the whole update takes one
 /// back-projection instead of two; larger `alpha` (where that difference cancels badly in f32)
 /// and Gaussian bases form `S` explicitly.
+pub type Fira = SubspaceOptimizer<FiraRule>;
+
+/// Per-parameter [`Fira`] state: GaLore's plus the limiter's previous norm.
+pub type FiraState<const D: usize> = super::SubspaceState<D>;
+
+/// Fira's update rule (see [`Fira`]).
 #[derive(Clone, Debug)]
-pub struct Fira {
-    manager: SubspaceManager,
+pub struct FiraRule {
     hyper: AdamHyper,
     scale: f32,
     gamma: f32,
@@ -103,22 +115,30 @@ pub struct Fira {
     weight_decay: f32,
 }
 
-/// Per-parameter [`Fira`] state: GaLore's plus the limiter's previous norm.
-pub type FiraState<const D: usize> = SubspaceState<D>;
-
-impl Fira {
-    /// The subspace manager in use.
-    pub fn manager(&self) -> &SubspaceManager {
-        &self.manager
+impl SubspaceRule for FiraRule {
+    fn weight_decay(&self) -> WeightDecay {
+        WeightDecay::AfterUpdate(self.weight_decay)
     }
 
-    fn step_matrix(&self, lr: f64, input: MatrixStep) -> MatrixUpdate {
+    fn limiter_floats(&self) -> usize {
+        1
+    }
+
+    fn dense<const D: usize>(
+        &self,
+        lr: f64,
+        grad: Tensor<D>,
+        moments: Moments<D>,
+    ) -> (Tensor<D>, Moments<D>) {
+        self.hyper.hf_update(lr, grad, moments)
+    }
+
+    fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
         let MatrixStep {
-            weights,
             grad,
             prepared,
             limiter,
-        } = input;
+        } = step;
         let subspace = prepared.subspace;
         let low = prepared.low_grad;
         let moments = prepared.moments.update(low.clone(), &self.hyper);
@@ -160,11 +180,39 @@ impl Fira {
         };
         let (update, limited) = update;
         MatrixUpdate {
-            weights: decay(weights.sub(update), lr, self.weight_decay),
+            update,
             moments,
             limiter: Some(limited),
         }
     }
 }
 
-hf_subspace_optimizer!(Fira);
+/// The `[fira]` keys besides the subspace and Adam ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FiraKeys {
+    scale: Option<f32>,
+    gamma: Option<f32>,
+    scaling: Option<String>,
+}
+
+impl RecipeTable for FiraConfig {
+    const NAME: &'static str = "fira";
+
+    fn from_table(table: &Table) -> crate::Result<Self> {
+        let mut c = FiraConfig::new();
+        table.apply_subspace(&mut c.subspace)?;
+        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        let own: FiraKeys = table.own()?;
+        c.scale = own.scale.unwrap_or(c.scale);
+        c.gamma = own.gamma.unwrap_or(c.gamma);
+        if let Some(v) = &own.scaling {
+            c.scaling = ScaleGranularity::from_key(v)?;
+        }
+        Ok(c)
+    }
+
+    fn routed(&self) -> crate::Result<Box<dyn Routed>> {
+        Ok(Box::new(self.build()?))
+    }
+}

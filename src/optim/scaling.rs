@@ -22,6 +22,20 @@ pub enum ScaleGranularity {
     Tensor,
 }
 
+impl ScaleGranularity {
+    /// The value of a recipe's `scaling` key: `channel` (or `column`), `tensor` (or `matrix`).
+    pub(crate) fn from_key(value: &str) -> crate::Result<Self> {
+        let options = [
+            ("channel", Self::Channel),
+            ("column", Self::Channel),
+            ("tensor", Self::Tensor),
+            ("matrix", Self::Tensor),
+        ];
+        let expected = "one of channel (column), tensor (matrix)";
+        crate::recipe::choose("scaling", value, &options, expected)
+    }
+}
+
 /// Added to the denominator of every norm ratio, as the reference code does.
 const RATIO_EPS: f32 = 1e-8;
 

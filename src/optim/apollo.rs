@@ -2,12 +2,16 @@
 //! a low-rank Adam state estimates from a random projection.
 
 use burn::config::Config;
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Tensor;
+use serde::Deserialize;
 
-use crate::adam::AdamHyper;
+use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
+use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
+use crate::adam::{AdamHyper, Moments};
 use crate::error::check;
-use crate::projected::{decay, hf_subspace_optimizer, MatrixStep, MatrixUpdate, SubspaceState};
-use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig, SubspaceManager};
-use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
+use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig};
+use crate::recipe::{RecipeTable, Routed, Table};
 
 /// [`Apollo`] configuration. Defaults are the reference's (`apollo-torch` 1.0.3 `APOLLOAdamW`
 /// with its README's APOLLO settings): seeded Gaussian projection refreshed every 200 steps,
@@ -19,8 +23,8 @@ use crate::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranul
 /// ```
 /// use lowrank_optim::ApolloConfig;
 ///
-/// let apollo = ApolloConfig::new().with_rank(256).init().expect("a valid config");
-/// let mini = ApolloConfig::mini().init().expect("a valid config"); // rank 1, tensor-wise, scale 128
+/// let apollo = ApolloConfig::new().with_rank(256).build().expect("a valid config");
+/// let mini = ApolloConfig::mini().build().expect("a valid config"); // rank 1, tensor-wise, scale 128
 /// # let _ = (apollo, mini);
 /// ```
 #[derive(Config, Debug)]
@@ -78,22 +82,25 @@ impl ApolloConfig {
         check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
     }
 
-    /// Builds the optimizer, or names the invalid field.
-    pub fn init(&self) -> crate::Result<Apollo> {
+    /// The bare optimizer, or the invalid field named: route it to a model's matrices with
+    /// [`Router`](crate::Router).
+    pub fn build(&self) -> crate::Result<Apollo> {
         self.validate()?;
-        Ok(Apollo {
-            manager: SubspaceManager::new(self.subspace.clone())?,
-            hyper: AdamHyper {
-                beta_1: self.beta_1,
-                beta_2: self.beta_2,
-                epsilon: self.epsilon,
-            },
+        let rule = ApolloRule {
+            hyper: AdamHyper::new(self.beta_1, self.beta_2, self.epsilon),
             scale_root: self.scale.sqrt(),
             scaling: self.scaling,
             scale_front: self.scale_front,
             gamma: self.limiter.then_some(self.gamma),
             weight_decay: self.weight_decay,
-        })
+        };
+        SubspaceOptimizer::new(self.subspace.clone(), rule)
+    }
+
+    /// A `ModuleOptimizer` with APOLLO on every parameter: every matrix scaled through its
+    /// projection, every other tensor on GaLore's Adam.
+    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
+        Ok(ModuleOptimizer::from(self.build()?))
     }
 }
 
@@ -104,9 +111,14 @@ impl ApolloConfig {
 /// the low-rank axis (or per matrix), `S = G phi`, Fira's norm-growth limiter on `S`, then
 /// `W -= lr_t sqrt(scale) S` with GaLore's `lr_t` and decoupled weight decay. Nothing is projected
 /// back: the low-rank state only estimates the scaling.
+pub type Apollo = SubspaceOptimizer<ApolloRule>;
+
+/// Per-parameter [`Apollo`] state.
+pub type ApolloState<const D: usize> = super::SubspaceState<D>;
+
+/// APOLLO's update rule (see [`Apollo`]).
 #[derive(Clone, Debug)]
-pub struct Apollo {
-    manager: SubspaceManager,
+pub struct ApolloRule {
     hyper: AdamHyper,
     scale_root: f32,
     scaling: ScaleGranularity,
@@ -115,27 +127,37 @@ pub struct Apollo {
     weight_decay: f32,
 }
 
-/// Per-parameter [`Apollo`] state.
-pub type ApolloState<const D: usize> = SubspaceState<D>;
-
-impl Apollo {
-    /// The subspace manager in use.
-    pub fn manager(&self) -> &SubspaceManager {
-        &self.manager
-    }
-
+impl ApolloRule {
     /// Whether the norm-growth limiter is on.
     pub fn has_limiter(&self) -> bool {
         self.gamma.is_some()
     }
+}
 
-    fn step_matrix(&self, lr: f64, input: MatrixStep) -> MatrixUpdate {
+impl SubspaceRule for ApolloRule {
+    fn weight_decay(&self) -> WeightDecay {
+        WeightDecay::AfterUpdate(self.weight_decay)
+    }
+
+    fn limiter_floats(&self) -> usize {
+        usize::from(self.has_limiter())
+    }
+
+    fn dense<const D: usize>(
+        &self,
+        lr: f64,
+        grad: Tensor<D>,
+        moments: Moments<D>,
+    ) -> (Tensor<D>, Moments<D>) {
+        self.hyper.hf_update(lr, grad, moments)
+    }
+
+    fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
         let MatrixStep {
-            weights,
             grad,
             prepared,
             limiter,
-        } = input;
+        } = step;
         let low = prepared.low_grad;
         let moments = prepared.moments.update(low.clone(), &self.hyper);
         let step_size = self.hyper.hf_step_size(lr, moments.step);
@@ -165,11 +187,43 @@ impl Apollo {
         });
         let update = grad.mul(coefficient.mul_scalar(back as f64 * step_size));
         MatrixUpdate {
-            weights: decay(weights.sub(update), lr, self.weight_decay),
+            update,
             moments,
             limiter,
         }
     }
 }
 
-hf_subspace_optimizer!(Apollo);
+/// The `[apollo]` keys besides the subspace and Adam ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApolloKeys {
+    scale: Option<f32>,
+    gamma: Option<f32>,
+    scaling: Option<String>,
+    scale_front: Option<bool>,
+    limiter: Option<bool>,
+}
+
+impl RecipeTable for ApolloConfig {
+    const NAME: &'static str = "apollo";
+
+    fn from_table(table: &Table) -> crate::Result<Self> {
+        let mut c = ApolloConfig::new();
+        table.apply_subspace(&mut c.subspace)?;
+        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        let own: ApolloKeys = table.own()?;
+        c.scale = own.scale.unwrap_or(c.scale);
+        c.gamma = own.gamma.unwrap_or(c.gamma);
+        if let Some(v) = &own.scaling {
+            c.scaling = ScaleGranularity::from_key(v)?;
+        }
+        c.scale_front = own.scale_front.unwrap_or(c.scale_front);
+        c.limiter = own.limiter.unwrap_or(c.limiter);
+        Ok(c)
+    }
+
+    fn routed(&self) -> crate::Result<Box<dyn Routed>> {
+        Ok(Box::new(self.build()?))
+    }
+}

@@ -1,0 +1,367 @@
+//! The one `burn::optim::Optimizer` every subspace optimizer is: a [`SubspaceRule`] (the
+//! optimizer's own math) inside [`SubspaceOptimizer`] (everything the rules share).
+//!
+//! The scaffold owns the guards (empty tensors, non-finite gradients, restored state that does
+//! not fit), the split between matrices (projected through the [`SubspaceManager`]), FRUGAL's
+//! blocks and every other tensor (full-size moments), where weight decay goes, and the
+//! per-parameter state record. A rule only turns a prepared gradient and its moments into an
+//! update.
+
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor};
+
+use crate::adam::{decay, Moments};
+use crate::error::{Error, Result};
+use crate::groups::MatrixOptimizer;
+use crate::matrix::{
+    all_finite, as_matrix, assert_state_fits, cast_moments, cast_rank, is_matrix_shape, log_skip,
+};
+use crate::memory::{StateFootprint, F32_BYTES};
+use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
+use crate::RecordState;
+
+/// Where an optimizer applies decoupled weight decay `W *= 1 - lr * wd`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WeightDecay {
+    /// Before the update, on the old weights (PyTorch's AdamW: FRUGAL, DCT-AdamW).
+    BeforeUpdate(f32),
+    /// After the update, on the new weights (Hugging Face's AdamW: GaLore, Fira, APOLLO).
+    AfterUpdate(f32),
+}
+
+impl WeightDecay {
+    /// `weights - update` with the decay in its place; `None` is no update (decay only).
+    fn apply<const D: usize>(self, lr: f64, weights: Tensor<D>, update: Option<Tensor<D>>) -> Tensor<D> {
+        let step = |w: Tensor<D>| match update {
+            Some(u) => w.sub(u),
+            None => w,
+        };
+        match self {
+            WeightDecay::BeforeUpdate(wd) => step(decay(weights, lr, wd)),
+            WeightDecay::AfterUpdate(wd) => decay(step(weights), lr, wd),
+        }
+    }
+}
+
+/// The inputs of a matrix rule: the gradient, its prepared projection and the limiter norm.
+pub struct MatrixStep {
+    /// The full gradient `G` (`m x n`).
+    pub grad: Tensor<2>,
+    /// The subspace, the low-rank gradient `R = project(G)` and the transported moments.
+    pub prepared: Prepared,
+    /// The previous scaled residual's norm (norm-growth limiter), if any.
+    pub limiter: Option<Tensor<1>>,
+}
+
+/// What a matrix rule returns.
+pub struct MatrixUpdate {
+    /// Subtracted from the weights (learning rate included), before or after weight decay.
+    pub update: Tensor<2>,
+    /// The new low-rank moments.
+    pub moments: Moments<2>,
+    /// The limiter norm to keep for the next step.
+    pub limiter: Option<Tensor<1>>,
+}
+
+/// An optimizer's own math, the algorithm box of its paper; [`SubspaceOptimizer`] runs it.
+pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
+    /// Whether the rule updates state-free tensors ([`state_free`](Self::state_free)), which
+    /// [`ProjectionMethod::Block`] needs.
+    const UPDATES_STATE_FREE: bool = false;
+
+    /// Where weight decay goes.
+    fn weight_decay(&self) -> WeightDecay;
+
+    /// Floats of extra state per matrix (the norm-growth limiter's previous norm).
+    fn limiter_floats(&self) -> usize {
+        0
+    }
+
+    /// The update of a matrix from its prepared low-rank gradient and moments.
+    fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate;
+
+    /// The update of a tensor kept at full size (every rank but 2; FRUGAL's state-full blocks),
+    /// with its new full-size moments.
+    fn dense<const D: usize>(
+        &self,
+        lr: f64,
+        grad: Tensor<D>,
+        moments: Moments<D>,
+    ) -> (Tensor<D>, Moments<D>);
+
+    /// The update of a tensor that keeps no state this period (FRUGAL's state-free blocks);
+    /// `None`: no update.
+    fn state_free<const D: usize>(&self, _lr: f64, _grad: Tensor<D>) -> Option<Tensor<D>> {
+        None
+    }
+}
+
+/// Per-parameter state of a [`SubspaceOptimizer`].
+#[derive(RecordState, Clone, Debug)]
+pub struct SubspaceState<const D: usize> {
+    /// Adam moments: of the projected gradient for matrices, full-size otherwise; `None` while
+    /// a parameter has no state-full part (FRUGAL's state-free blocks) or before its first
+    /// update.
+    pub moments: Option<Moments<D>>,
+    /// The matrix's (or block's) subspace; `None` for tensors kept at full size.
+    pub subspace: Option<Subspace>,
+    /// Norm of the previous scaled residual for the norm-growth limiter (Fira, APOLLO).
+    pub limiter: Option<Tensor<1>>,
+    /// Updates applied to this parameter; drives the refresh schedule.
+    pub step: usize,
+}
+
+impl<const D: usize> SubspaceState<D> {
+    fn empty() -> Self {
+        Self {
+            moments: None,
+            subspace: None,
+            limiter: None,
+            step: 0,
+        }
+    }
+
+    /// Moves every tensor to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        SubspaceState {
+            moments: self.moments.map(|m| m.to_device(device)),
+            subspace: self.subspace.map(|s| s.to_device(device)),
+            limiter: self.limiter.map(|t| t.to_device(device)),
+            step: self.step,
+        }
+    }
+}
+
+/// A subspace optimizer: the [`SubspaceManager`] decides which subspace each matrix's state
+/// lives in and when it changes, the rule `R` decides the update.
+///
+/// [`GaLore`](crate::GaLore), [`Fira`](crate::Fira), [`Frugal`](crate::Frugal) and
+/// [`Apollo`](crate::Apollo) are this type with their rules. A gradient holding a NaN or an
+/// infinity (anywhere, whatever the basis) skips that parameter's update and leaves its state
+/// as it was (logged as a warning).
+#[derive(Clone, Debug)]
+pub struct SubspaceOptimizer<R> {
+    manager: SubspaceManager,
+    rule: R,
+}
+
+impl<R: SubspaceRule> SubspaceOptimizer<R> {
+    /// The optimizer for a validated subspace config and rule.
+    pub(crate) fn new(subspace: SubspaceConfig, rule: R) -> Result<Self> {
+        if subspace.projection == ProjectionMethod::Block && !R::UPDATES_STATE_FREE {
+            return Err(Error::InvalidConfig {
+                field: "projection",
+                value: "block".into(),
+                expected: "a subspace kind: block mode needs a state-free update (FRUGAL)",
+            });
+        }
+        Ok(Self {
+            manager: SubspaceManager::new(subspace)?,
+            rule,
+        })
+    }
+
+    /// The subspace manager in use.
+    pub fn manager(&self) -> &SubspaceManager {
+        &self.manager
+    }
+
+    /// The update rule in use.
+    pub fn rule(&self) -> &R {
+        &self.rule
+    }
+
+    /// A projected matrix: prepare (refresh, transport, project, finiteness), then the rule.
+    fn step_matrix(
+        &self,
+        lr: f64,
+        weights: Tensor<2>,
+        grad: Tensor<2>,
+        state: SubspaceState<2>,
+    ) -> core::result::Result<(Tensor<2>, SubspaceState<2>), SubspaceState<2>> {
+        let SubspaceState {
+            moments,
+            subspace,
+            limiter,
+            step,
+        } = state;
+        let prepared = match self.manager.prepare(subspace, moments, grad.clone(), step) {
+            Ok(prepared) => prepared,
+            Err((subspace, moments)) => {
+                let state = SubspaceState {
+                    moments,
+                    subspace,
+                    limiter,
+                    step,
+                };
+                return Err(state);
+            }
+        };
+        let subspace = prepared.subspace.clone();
+        let update = self.rule.matrix(
+            lr,
+            MatrixStep {
+                grad,
+                prepared,
+                limiter,
+            },
+        );
+        let weights = self.rule.weight_decay().apply(lr, weights, Some(update.update));
+        let state = SubspaceState {
+            moments: Some(update.moments),
+            subspace: Some(subspace),
+            limiter: update.limiter,
+            step: step + 1,
+        };
+        Ok((weights, state))
+    }
+
+    /// A whole tensor that is state-full or state-free for the current period (block mode).
+    fn step_block<const D: usize>(
+        &self,
+        lr: f64,
+        weights: Tensor<D>,
+        grad: Tensor<D>,
+        state: SubspaceState<D>,
+    ) -> (Tensor<D>, Option<SubspaceState<D>>) {
+        let numel = grad.dims().iter().product();
+        let subspace = state
+            .subspace
+            .unwrap_or_else(|| self.manager.create([numel, 1]));
+        if !all_finite(&grad) {
+            log_skip(&weights.dims());
+            let state = SubspaceState {
+                subspace: Some(subspace),
+                ..state
+            };
+            return (weights, Some(state));
+        }
+        let block = self
+            .manager
+            .prepare_block(subspace, state.moments, &grad, state.step);
+        let (update, moments) = match block.moments {
+            Some(moments) => {
+                let (update, moments) = self.rule.dense(lr, grad, moments);
+                (Some(update), Some(moments))
+            }
+            None => (self.rule.state_free(lr, grad), None),
+        };
+        let state = SubspaceState {
+            moments,
+            subspace: Some(block.subspace),
+            limiter: None,
+            step: state.step + 1,
+        };
+        (self.rule.weight_decay().apply(lr, weights, update), Some(state))
+    }
+
+    /// A tensor kept at full size: Adam (or the rule's equivalent) on full-size moments.
+    fn step_dense<const D: usize>(
+        &self,
+        lr: f64,
+        weights: Tensor<D>,
+        grad: Tensor<D>,
+        state: SubspaceState<D>,
+    ) -> (Tensor<D>, SubspaceState<D>) {
+        let moments = state
+            .moments
+            .unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
+        assert_state_fits("optimizer moments", &moments.dims(), &grad.dims());
+        let (update, moments) = self.rule.dense(lr, grad, moments);
+        let state = SubspaceState {
+            moments: Some(moments),
+            step: state.step + 1,
+            ..state
+        };
+        (self.rule.weight_decay().apply(lr, weights, Some(update)), state)
+    }
+}
+
+/// [`cast_rank`] for a whole state, inside a `D == 2` branch.
+fn cast_state<const A: usize, const B: usize>(state: SubspaceState<A>) -> SubspaceState<B> {
+    SubspaceState {
+        moments: state.moments.map(cast_moments),
+        subspace: state.subspace,
+        limiter: state.limiter,
+        step: state.step,
+    }
+}
+
+impl<R: SubspaceRule> Optimizer for SubspaceOptimizer<R> {
+    type State<const D: usize> = SubspaceState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: f64,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        // Nothing to update; some backends cannot even run elementwise ops on empty tensors.
+        if grad.dims().contains(&0) {
+            return (tensor, state);
+        }
+        let state = state.unwrap_or_else(SubspaceState::empty);
+        if let Some(subspace) = &state.subspace {
+            self.manager.observe(subspace);
+        }
+        if self.manager.config().projection == ProjectionMethod::Block {
+            return self.step_block(lr, tensor, grad, state);
+        }
+        let Some(grad) = as_matrix(&grad) else {
+            if !all_finite(&grad) {
+                log_skip(&tensor.dims());
+                return (tensor, Some(state).filter(|s| s.step > 0));
+            }
+            let (weights, state) = self.step_dense(lr, tensor, grad, state);
+            return (weights, Some(state));
+        };
+        match self.step_matrix(lr, cast_rank(tensor.clone()), grad, cast_state(state)) {
+            Ok((weights, state)) => (cast_rank(weights), Some(cast_state(state))),
+            Err(state) => {
+                log_skip(&tensor.dims());
+                (tensor, Some(cast_state(state)))
+            }
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}
+
+impl<R: SubspaceRule> MatrixOptimizer for SubspaceOptimizer<R> {
+    fn for_matrix(&self, ordinal: usize) -> Self {
+        Self {
+            manager: self.manager.with_fixed_ordinal(ordinal),
+            rule: self.rule.clone(),
+        }
+    }
+}
+
+impl<R: SubspaceRule> StateFootprint for SubspaceOptimizer<R> {
+    /// Matrices: two projected moments, the basis as its kind stores it (`f32` columns, `i32`
+    /// indices, or only a seed) and the rule's limiter floats; blocks: two full moments while
+    /// state-full (the first period's draw for this ordinal), nothing while state-free; other
+    /// tensors: two full moments.
+    fn state_bytes(&self, shape: &[usize], ordinal: usize) -> usize {
+        let full = 2 * F32_BYTES * shape.iter().product::<usize>();
+        if self.manager.config().projection == ProjectionMethod::Block {
+            return if self.manager.block_is_active(ordinal, 0) {
+                full
+            } else {
+                0
+            };
+        }
+        if !is_matrix_shape(shape) {
+            return full;
+        }
+        let dims = [shape[0], shape[1]];
+        let side = self.manager.config().proj_type.side(dims[0], dims[1]);
+        let projected: usize = side
+            .projected_shape(dims, self.manager.effective_rank(dims))
+            .iter()
+            .product();
+        F32_BYTES * (2 * projected + self.rule.limiter_floats()) + self.manager.basis_bytes(dims)
+    }
+}

@@ -1,0 +1,235 @@
+//! One optimizer table of a recipe (`[galore]`, `[fira]`, ...) and the keys every subspace
+//! optimizer shares: subspace keys and Adam keys are read here once, each optimizer reads its
+//! own keys (from a struct with `deny_unknown_fields`, so a stray key is named in the error).
+
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::projection::{DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod};
+use crate::SubspaceConfig;
+
+/// An optimizer's table of a recipe, with the readers its config needs.
+///
+/// ```
+/// use lowrank_optim::recipe::Recipe;
+///
+/// let mut recipe = Recipe::from_toml_str("g", "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 64")?;
+/// assert_eq!(recipe.table.get("rank").and_then(|v| v.as_integer()), Some(64));
+/// recipe.table.set("rank", 32);
+/// # Ok::<(), lowrank_optim::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    name: String,
+    keys: toml::Table,
+}
+
+/// The subspace keys (see the [recipe](super) docs); applied onto a [`SubspaceConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubspaceKeys {
+    rank: Option<usize>,
+    update_proj_gap: Option<usize>,
+    proj_type: Option<String>,
+    projection: Option<String>,
+    moment_policy: Option<String>,
+    oversample: Option<usize>,
+    power_iters: Option<usize>,
+    seed: Option<u64>,
+    dct_norm: Option<String>,
+    dct_scoring: Option<String>,
+    adaptive_gap: Option<bool>,
+    adaptive_gap_threshold: Option<f32>,
+    adaptive_gap_window: Option<usize>,
+}
+
+/// Adam's keys, shared by every optimizer table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdamKeys {
+    beta_1: Option<f32>,
+    beta_2: Option<f32>,
+    epsilon: Option<f32>,
+    weight_decay: Option<f32>,
+}
+
+/// `value` looked up in `options`, or a typed error naming `field` and listing the choices.
+pub(crate) fn choose<T: Copy>(
+    field: &'static str,
+    value: &str,
+    options: &[(&str, T)],
+    expected: &'static str,
+) -> Result<T> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| Error::InvalidConfig {
+            field,
+            value: format!("\"{value}\""),
+            expected,
+        })
+}
+
+impl Table {
+    /// The table named `name` holding `keys`.
+    pub(crate) fn new(name: &str, keys: toml::Table) -> Self {
+        Self {
+            name: name.to_string(),
+            keys,
+        }
+    }
+
+    /// The value of `key`, if the table sets it.
+    pub fn get(&self, key: &str) -> Option<&toml::Value> {
+        self.keys.get(key)
+    }
+
+    /// Whether the table sets `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    /// Sets `key` (rebuild the config to check it).
+    pub fn set(&mut self, key: &str, value: impl Into<toml::Value>) {
+        self.keys.insert(key.to_string(), value.into());
+    }
+
+    /// The keys of this table that `T` reads, deserialized (`T` denies unknown fields).
+    fn read<T: DeserializeOwned>(&self, keys: impl Fn(&str) -> bool) -> Result<T> {
+        let picked: toml::Table = (self.keys.iter())
+            .filter(|(k, _)| keys(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        T::deserialize(toml::Value::Table(picked)).map_err(|e| Error::Recipe {
+            file: format!("[{}]", self.name),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The optimizer's own keys: every key but the subspace and Adam ones.
+    pub(crate) fn own<T: DeserializeOwned>(&self) -> Result<T> {
+        let (subspace, adam) = (fields::<SubspaceKeys>(), fields::<AdamKeys>());
+        self.read(|k| !subspace.contains(&k) && !adam.contains(&k))
+    }
+
+    /// Every key but the Adam ones (for a table without subspace keys).
+    pub(crate) fn all_but_adam<T: DeserializeOwned>(&self) -> Result<T> {
+        let adam = fields::<AdamKeys>();
+        self.read(|k| !adam.contains(&k))
+    }
+
+    /// Applies the Adam keys onto `[beta_1, beta_2, epsilon, weight_decay]`.
+    pub(crate) fn apply_adam(&self, [beta_1, beta_2, epsilon, weight_decay]: [&mut f32; 4]) -> Result<()> {
+        let keys: AdamKeys = self.read(|k| fields::<AdamKeys>().contains(&k))?;
+        for (dst, src) in [(beta_1, keys.beta_1), (beta_2, keys.beta_2), (epsilon, keys.epsilon)] {
+            *dst = src.unwrap_or(*dst);
+        }
+        *weight_decay = keys.weight_decay.unwrap_or(*weight_decay);
+        Ok(())
+    }
+
+    /// Applies the subspace keys onto `c`.
+    pub(crate) fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
+        use ProjectionMethod as P;
+        let k: SubspaceKeys = self.read(|k| fields::<SubspaceKeys>().contains(&k))?;
+        c.rank = k.rank.unwrap_or(c.rank);
+        c.update_proj_gap = k.update_proj_gap.unwrap_or(c.update_proj_gap);
+        if let Some(v) = &k.proj_type {
+            let options = [
+                ("std", ProjType::Std),
+                ("reverse_std", ProjType::ReverseStd),
+                ("left", ProjType::Left),
+                ("right", ProjType::Right),
+                ("full", ProjType::Full),
+            ];
+            let expected = "one of std, reverse_std, left, right, full";
+            c.proj_type = choose("proj_type", v, &options, expected)?;
+        }
+        if let Some(v) = &k.projection {
+            let options = [
+                ("svd", P::Svd),
+                ("randomized", P::Randomized),
+                ("dct", P::Dct),
+                ("gaussian", P::Gaussian),
+                ("random_orthogonal", P::RandomOrthogonal),
+                ("coordinates", P::Coordinates),
+                ("block", P::Block),
+            ];
+            let expected = "one of svd, randomized, dct, gaussian, random_orthogonal, \
+                            coordinates, block (frugal only)";
+            c.projection = choose("projection", v, &options, expected)?;
+        }
+        if let Some(v) = &k.moment_policy {
+            let options = [
+                ("keep", MomentPolicy::Keep),
+                ("reset", MomentPolicy::Reset),
+                ("rotate", MomentPolicy::Rotate),
+            ];
+            let expected = "one of keep, reset, rotate";
+            c.moment_policy = choose("moment_policy", v, &options, expected)?;
+        }
+        if let Some(v) = &k.dct_norm {
+            let options = [("l1", DctNorm::L1), ("l2", DctNorm::L2)];
+            c.dct_norm = choose("dct_norm", v, &options, "one of l1, l2")?;
+        }
+        if let Some(v) = &k.dct_scoring {
+            let options = [
+                ("auto", DctScoring::Auto),
+                ("fft", DctScoring::Fft),
+                ("matmul", DctScoring::Matmul),
+            ];
+            c.dct_scoring = choose("dct_scoring", v, &options, "one of auto, fft, matmul")?;
+        }
+        c.oversample = k.oversample.unwrap_or(c.oversample);
+        c.power_iters = k.power_iters.unwrap_or(c.power_iters);
+        c.seed = k.seed.unwrap_or(c.seed);
+        c.adaptive_gap = k.adaptive_gap.unwrap_or(c.adaptive_gap);
+        c.adaptive_gap_threshold = k.adaptive_gap_threshold.unwrap_or(c.adaptive_gap_threshold);
+        c.adaptive_gap_window = k.adaptive_gap_window.unwrap_or(c.adaptive_gap_window);
+        Ok(())
+    }
+}
+
+/// The field names of a `#[derive(Deserialize)]` struct, as serde hands them to a
+/// deserializer, so key lists are never written twice.
+fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Capture(&'static [&'static str]);
+    #[derive(Debug)]
+    struct Stop;
+    impl core::fmt::Display for Stop {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("field names captured")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: core::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> de::Deserializer<'de> for &mut Capture {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> core::result::Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> core::result::Result<V::Value, Stop> {
+            self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut capture = Capture(&[]);
+    let _ = T::deserialize(&mut capture);
+    capture.0
+}
