@@ -285,3 +285,53 @@ fn state_from_another_shape_is_a_clear_error() {
     );
     check("apollo", ApolloConfig::new().with_rank(2).build().unwrap());
 }
+
+/// Trains like `toy::train`, but `attention.wq` gets a NaN gradient on its first `poisoned`
+/// steps (counted from `first_step`).
+fn train_poisoned(
+    model: Toy,
+    optim: &mut ModuleOptimizer,
+    steps: std::ops::Range<usize>,
+    poisoned: usize,
+    lr: f64,
+) -> Toy {
+    let (xs, ys) = common::toy::batch(&model.output.weight.device());
+    let mut model = model;
+    for step in steps {
+        let loss = model.loss(xs.clone(), ys.clone());
+        let mut grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+        if step < poisoned {
+            let id = model.attention.wq.weight.id;
+            let grad = grads.remove::<2>(id).unwrap();
+            grads.register(id, grad.mul_scalar(f32::NAN));
+        }
+        model = optim.step(lr, model, grads);
+    }
+    model
+}
+
+/// A matrix whose gradients are non-finite until after a resume is first stepped by the
+/// resumed optimizer; it must still draw its own random basis (or block activity), exactly as
+/// in the uninterrupted run, not the one of the matrix first seen by the fresh optimizer.
+#[test]
+fn a_matrix_first_stepped_after_a_resume_keeps_its_own_ordinal() {
+    for case in cases() {
+        let start = Toy::new(&device());
+        let mut straight_optim = (case.build)(&start);
+        let straight = train_poisoned(start.clone(), &mut straight_optim, 0..8, 5, case.lr);
+
+        let mut first_optim = (case.build)(&start);
+        let halfway = train_poisoned(start, &mut first_optim, 0..4, 5, case.lr);
+        let bytes = first_optim.into_bytes().unwrap();
+        let mut resumed_optim = (case.build)(&halfway).from_bytes(bytes).unwrap();
+        let resumed = train_poisoned(halfway, &mut resumed_optim, 4..8, 5, case.lr);
+
+        for (a, b) in [
+            (&straight.attention.wq.weight, &resumed.attention.wq.weight),
+            (&straight.attention.wo.weight, &resumed.attention.wo.weight),
+        ] {
+            let what = format!("{}: resumed run", case.name);
+            common::assert_reproduced(&values(&a.val()), &values(&b.val()), &what);
+        }
+    }
+}

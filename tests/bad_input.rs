@@ -6,7 +6,10 @@ mod common;
 use burn::optim::Optimizer;
 use burn::tensor::Tensor;
 use common::{tensor, values, TestRng};
-use lowrank_optim::{Error, GaLoreConfig, GaLoreState, Router};
+use lowrank_optim::optim::{SubspaceOptimizer, SubspaceRule};
+use lowrank_optim::{
+    ApolloConfig, Error, FiraConfig, FrugalConfig, GaLoreConfig, GaLoreState, Residual, Router,
+};
 
 fn field_of(result: Result<lowrank_optim::GaLore, Error>) -> &'static str {
     match result {
@@ -252,4 +255,87 @@ fn state_from_a_differently_shaped_parameter_is_a_clear_error() {
         tensor(&[0.1; 24], [6, 4]),
         state,
     );
+}
+
+/// Steps `optim` on a `[6, 8]` matrix: a good gradient, then (optionally) one with `bad` at
+/// `position`, then a good one; returns the final weights and the state's step count.
+fn good_bad_good<R: SubspaceRule>(
+    optim: &SubspaceOptimizer<R>,
+    bad: Option<(usize, f32)>,
+) -> (Vec<f32>, usize) {
+    // The same ordinal (so the same random bases) on every run.
+    let optim = lowrank_optim::MatrixOptimizer::for_matrix(optim, 0);
+    let mut rng = TestRng::new(3);
+    let shape = [6, 8];
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| random(&mut rng, 48)).collect();
+    let mut w: Tensor<2> = tensor(&random(&mut rng, 48), shape);
+    let mut state = None;
+    for (i, g) in grads.iter().enumerate() {
+        let mut g = g.clone();
+        if i == 1 {
+            match bad {
+                Some((position, value)) => g[position] = value,
+                None => continue,
+            }
+        }
+        let before = values(&w);
+        let (next, s) = optim.step(0.01, w, tensor(&g, shape), state);
+        if i == 1 {
+            assert_eq!(values(&next), before, "weights moved on a bad gradient");
+        }
+        (w, state) = (next, s);
+    }
+    (values(&w), state.unwrap().step)
+}
+
+fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R>) {
+    let (clean, steps) = good_bad_good(&optim, None);
+    assert_eq!(steps, 2, "{name}");
+    for value in [f32::NAN, f32::INFINITY] {
+        // Every row and column of the matrix holds one of these positions.
+        for position in (0..48).step_by(7) {
+            let (after, steps) = good_bad_good(&optim, Some((position, value)));
+            assert_eq!(steps, 2, "{name}: {value} at {position} was counted as an update");
+            assert_eq!(after, clean, "{name}: {value} at {position} changed later steps");
+        }
+    }
+}
+
+/// The skip holds for every optimizer, basis kind and residual, wherever the bad entry sits,
+/// including entries a coordinate basis never reads.
+#[test]
+fn a_non_finite_gradient_is_skipped_by_every_optimizer_and_basis() {
+    use lowrank_optim::ProjectionMethod as P;
+    let kinds = [P::Svd, P::Randomized, P::Dct, P::Gaussian, P::RandomOrthogonal, P::Coordinates];
+    for kind in kinds {
+        let galore = GaLoreConfig::new().with_rank(2).with_projection(kind);
+        skips_every_bad_entry(&format!("galore/{kind:?}"), galore.build().unwrap());
+        let fira = FiraConfig::new().with_rank(2).with_projection(kind);
+        skips_every_bad_entry(&format!("fira/{kind:?}"), fira.build().unwrap());
+        let apollo = ApolloConfig::new().with_rank(2).with_projection(kind);
+        skips_every_bad_entry(&format!("apollo/{kind:?}"), apollo.build().unwrap());
+        for residual in [Residual::SignSgd, Residual::Sgd, Residual::None] {
+            let frugal = FrugalConfig::new().with_projection(kind).with_residual(residual);
+            let name = format!("frugal/{kind:?}/{residual:?}");
+            skips_every_bad_entry(&name, frugal.build().unwrap());
+        }
+    }
+    let blocks = FrugalConfig::new().with_projection(P::Block).with_rho(1.0);
+    skips_every_bad_entry("frugal/block", blocks.build().unwrap());
+}
+
+/// A routing rule that matches nothing would leave the projected optimizer unused: an error
+/// naming the router, as SwitchLoRA's build reports a model without SwitchLoRA layers.
+#[test]
+fn a_router_that_routes_nothing_is_an_error() {
+    use burn::nn::{Linear, LinearConfig};
+    let model: Linear = LinearConfig::new(8, 8).init(&common::device());
+    let galore = GaLoreConfig::new().with_rank(2).build().unwrap();
+    let adamw = burn::optim::AdamWConfig::new().build();
+    let router = Router::from_regex("no_such_layer").unwrap();
+    match router.build(&model, galore, adamw) {
+        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "router"),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("a router matching nothing was accepted"),
+    }
 }

@@ -82,3 +82,13 @@ fn the_square_case_tells_the_two_layouts_apart() {
         );
     }
 }
+
+/// A fixture that lost the reference's weights for some steps is an error, not a pass on the
+/// steps that remain.
+#[test]
+#[should_panic(expected = "reference weights for")]
+fn a_truncated_fixture_is_detected() {
+    let mut fixture = fixture(FIXTURE);
+    fixture.cases[0].weights.pop();
+    check_all(&fixture, |case| config(case).build().unwrap(), |_| 1.0);
+}

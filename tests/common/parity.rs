@@ -138,6 +138,14 @@ pub fn check_all<O: Optimizer>(
 ) {
     for case in &fixture.cases {
         assert_eq!(case.grads.len(), fixture.steps);
+        assert_eq!(
+            case.weights.len(),
+            fixture.steps,
+            "{}: the fixture holds reference weights for {} of its {} steps",
+            case.name,
+            case.weights.len(),
+            fixture.steps
+        );
         let burn = BurnLayout::of(case);
         let ours = burn.run(&build(case), case);
         let tolerance = tolerance(case);
