@@ -210,6 +210,48 @@ fn bad_options_are_errors_naming_the_option() {
         .unwrap_err()
         .contains("--layers"));
     assert!(settings(&[]).is_ok());
+    // Values clap parses but no run can use; negative ones reach the check too.
+    for (option, value) in [
+        ("--lr", "NaN"),
+        ("--lr", "-1"),
+        ("--lr", "0"),
+        ("--lr", "2"),
+        ("--warmup", "2"),
+        ("--warmup", "-0.1"),
+        ("--min-lr-fraction", "1.5"),
+        ("--clip", "-1"),
+        ("--clip", "inf"),
+        ("--stop-at", "301"),
+        ("--stop-at", "0"),
+    ] {
+        let err = settings(&[option, value]).unwrap_err();
+        assert!(err.contains(option), "{option} {value}: {err}");
+    }
+    assert!(settings(&["--stop-at", "300", "--warmup", "0", "--clip", "0"]).is_ok());
+}
+
+/// A run whose loss turns non-finite stops with an error naming the step, and keeps the last
+/// checkpoint written before.
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_checkpoint() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::device().autodiff();
+    // GaLore's first step moves the projected weights by ~lr * scale: 1e28 overflows the next
+    // loss.
+    let text = "optimizer = 'galore'\nlr = 0.01\n[galore]\nscale = 1e30";
+    let recipe = Recipe::from_toml_str("diverging", text).unwrap();
+    let corpus = text_corpus();
+    let dir = tempdir("diverge");
+    let mut args = small_run(&dir, &[]);
+    args.eval_every = Some(1);
+    let settings = args.settings(256).unwrap();
+    let err = train::run(&args, &settings, &recipe, &corpus, &device).unwrap_err();
+    assert!(err.contains("training loss") && err.contains("at step 2"), "{err}");
+    assert!(err.contains("checkpoint (step 1)"), "{err}");
+    let state = std::fs::read_to_string(dir.join("diverging/checkpoint/state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["step"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -350,4 +392,18 @@ fn an_interrupted_run_resumes_exactly() {
         .unwrap()
         .contains("cannot resume"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The run's rank replaces a recipe's fixed rank (and says which it replaced); rank-1 recipes
+/// and FRUGAL's density keep theirs.
+#[test]
+fn the_runs_rank_replaces_a_recipes_fixed_rank() {
+    let load = |name: &str| Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+    let (galore, replaced) = train::recipe_for_run(&load("galore"), 32);
+    assert_eq!(replaced, Some(128));
+    assert_eq!(galore.table.get("rank").and_then(|v| v.as_integer()), Some(32));
+    let (mini, replaced) = train::recipe_for_run(&load("apollo-mini"), 32);
+    assert_eq!((mini.table.get("rank").and_then(|v| v.as_integer()), replaced), (Some(1), None));
+    let (frugal, replaced) = train::recipe_for_run(&load("frugal"), 32);
+    assert_eq!((frugal.table.has("rank"), replaced), (false, None));
 }

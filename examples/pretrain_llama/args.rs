@@ -56,16 +56,16 @@ pub struct Args {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Peak learning rate (default: the recipe's).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Fraction of the steps spent in linear warm-up (default: the recipe's, else 0.1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub warmup: Option<f64>,
     /// Final learning rate as a fraction of the peak (default: the recipe's, else 0.1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_lr_fraction: Option<f64>,
     /// Global gradient-norm clipping threshold (default: the recipe's, else 1.0; 0 disables).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
     /// Seed of the weights and the batches.
     #[arg(long, default_value_t = 42)]
@@ -74,7 +74,7 @@ pub struct Args {
     #[arg(long, default_value = "data/shakespeare.txt")]
     pub data: PathBuf,
     /// Fraction of the text (its end) kept for validation.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub val_fraction: f64,
     /// Validate (and checkpoint) every N steps, and at the end.
     #[arg(long)]
@@ -94,6 +94,28 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl Args {
+    /// Rejects values no run can use, naming the option (clap only checks the types).
+    fn check_values(&self, steps: usize) -> Result<(), String> {
+        let in_range = |name: &str, value: Option<f64>, ok: fn(f64) -> bool, what: &str| {
+            match value {
+                Some(v) if !(v.is_finite() && ok(v)) => Err(format!("{name} must be {what}, not {v}")),
+                _ => Ok(()),
+            }
+        };
+        in_range("--lr", self.lr, |v| v > 0.0 && v <= 1.0, "in (0, 1]")?;
+        in_range("--warmup", self.warmup, |v| (0.0..1.0).contains(&v), "a fraction in [0, 1)")?;
+        in_range("--min-lr-fraction", self.min_lr_fraction, |v| (0.0..=1.0).contains(&v), "a fraction in [0, 1]")?;
+        in_range("--clip", self.clip, |v| v >= 0.0, ">= 0 (0 disables clipping)")?;
+        match self.stop_at {
+            Some(stop) if stop == 0 || stop > steps => {
+                Err(format!("--stop-at must be a step in 1..={steps} (--steps), not {stop}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A model size with the training settings it is run with here.
@@ -225,6 +247,7 @@ impl Args {
             steps: self.steps.unwrap_or(p.steps),
             eval_every: self.eval_every.unwrap_or(p.eval_every),
         };
+        self.check_values(settings.steps)?;
         for (name, value) in [
             ("--rank", settings.rank),
             ("--batch-size", settings.batch_size),

@@ -336,6 +336,20 @@ pub fn run(
             let grads = (loss / settings.grad_accum as f32).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
+        if !loss_sum.is_finite() {
+            let last = match state.validation.last() {
+                Some((step, _)) if *step > 0 && checkpoint_dir.exists() => format!(
+                    "the last checkpoint (step {step}) is in {}",
+                    checkpoint_dir.display()
+                ),
+                _ => "no checkpoint was written yet".to_string(),
+            };
+            return Err(format!(
+                "{}: the training loss is {loss_sum} at step {}; stopped ({last})",
+                recipe.name,
+                state.step + 1
+            ));
+        }
         let mut grads = accumulator.grads();
         if clip > 0.0 {
             grads = clip_grad_norm(grads, &model, clip).0;
