@@ -6,7 +6,7 @@
 //! project and project back (GaLore, Fira, DCT-AdamW), project and two back-projections
 //! (FRUGAL with signSGD needs `back(R)` for its residual), project only (APOLLO: nothing is
 //! projected back). Subspace steps are timed between refreshes (gap 10^9, the basis is
-//! computed in warm-up), like `../shared/tools/peer_speed.py` times the PyTorch references;
+//! computed in warm-up), like `benches/peers/peer_speed.py` times the PyTorch references;
 //! `dct-adamw/every-step` adds the published reselection on every step.
 //! Run: `cargo bench --bench step`.
 

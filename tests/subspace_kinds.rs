@@ -346,3 +346,77 @@ fn adaptive_gap_doubles_only_while_bases_stay_aligned() {
     });
     assert!(turning.iter().all(|&g| g == 2), "{turning:?}");
 }
+
+/// What a Gaussian basis keeps on the device between refreshes (it is checkpointed as a seed)
+/// is what `transient_basis_bytes` reports; other kinds keep nothing transient.
+#[test]
+fn transient_basis_bytes_are_the_gaussian_matrix_held_on_the_device() {
+    let mut rng = TestRng::new(11);
+    for (m, n) in [(12, 7), (7, 12)] {
+        let g = rng.dense(m, n).to_tensor();
+        for kind in [ProjectionMethod::Gaussian, ProjectionMethod::Svd, ProjectionMethod::Dct] {
+            let manager =
+                SubspaceManager::new(SubspaceConfig::new().with_rank(3).with_projection(kind))
+                    .unwrap();
+            let subspace = manager.prepare(None, None, g.clone(), 0).unwrap().subspace;
+            let held: usize = [&subspace.left, &subspace.right]
+                .into_iter()
+                .flatten()
+                .map(|basis| match basis {
+                    Basis::Gaussian { matrix, .. } => 4 * matrix.dims().iter().product::<usize>(),
+                    _ => 0,
+                })
+                .sum();
+            assert_eq!(manager.transient_basis_bytes([m, n]), held, "{kind:?} {m}x{n}");
+            assert_eq!(held > 0, kind == ProjectionMethod::Gaussian, "{kind:?} {m}x{n}");
+        }
+    }
+}
+
+/// Block mode lives in the manager like every other kind: a state-full block keeps or resets
+/// its moments at a refresh per the policy, and the adaptive gap doubles the period after a
+/// window of refreshes that left the block's subspace as it was.
+#[test]
+fn blocks_follow_the_moment_policy_and_the_adaptive_gap() {
+    let grad = Dense::from_fn(3, 4, |i, j| (i * 4 + j) as f64 * 0.1).to_tensor();
+    let config = || {
+        SubspaceConfig::new()
+            .with_projection(ProjectionMethod::Block)
+            .with_density(Some(1.0))
+            .with_update_proj_gap(2)
+    };
+    for policy in [MomentPolicy::Keep, MomentPolicy::Reset] {
+        let manager = SubspaceManager::new(config().with_moment_policy(policy)).unwrap();
+        let mut subspace = manager.create([12, 1]);
+        let mut moments: Option<Moments<2>> = None;
+        for step in 0..3 {
+            let block = manager.prepare_block(subspace, moments, &grad, step);
+            let prepared = block.moments.expect("rho = 1: always state-full");
+            // Steps 0 and 2 refresh: a reset restarts bias correction there.
+            let expected = match (policy, step) {
+                (MomentPolicy::Reset, 2) | (_, 0) => 0,
+                _ => step,
+            };
+            assert_eq!(prepared.step, expected, "{policy:?} step {step}");
+            moments = Some(Moments {
+                step: prepared.step + 1,
+                ..prepared
+            });
+            subspace = block.subspace;
+        }
+    }
+    let mut config = config().with_adaptive_gap(true);
+    config.adaptive_gap_window = 2;
+    let manager = SubspaceManager::new(config).unwrap();
+    let mut subspace = manager.create([12, 1]);
+    let mut refreshes = vec![];
+    for step in 0..12 {
+        let before = subspace.refreshes;
+        subspace = manager.prepare_block(subspace, None, &grad, step).subspace;
+        if subspace.refreshes > before {
+            refreshes.push(step);
+        }
+    }
+    // Gap 2, two aligned refreshes (2, 4) double it to 4.
+    assert_eq!(refreshes, [0, 2, 4, 8]);
+}

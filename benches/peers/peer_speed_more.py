@@ -1,4 +1,4 @@
-"""Peer speed anchors not covered by ../shared/tools/peer_speed.py: apollo-torch 1.0.3's
+"""Peer speed anchors not covered by benches/peers/peer_speed.py: apollo-torch 1.0.3's
 APOLLOAdamW (APOLLO and APOLLO-Mini) and ista-daslab-optimizers 1.1.15's DCTAdamW, on this
 CPU with 2 threads, on the same LLaMA-shaped matrices as benches/step.rs. Projection-only steps
 (refresh gap 10^9, the projection is set up in warm-up), except DCT-AdamW's published default
