@@ -4,9 +4,83 @@
 //! they live in (full-size, or a projected subspace), so checkpoints, memory accounting and the
 //! refresh policies treat them uniformly.
 
+use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 
+use crate::error::check;
 use crate::RecordState;
+
+/// Adam's settings in an optimizer's config (`GaLoreConfig::adam`, ...), also set through the
+/// config's `with_beta_1`, `with_beta_2`, `with_epsilon` and `with_weight_decay`. Where `epsilon`
+/// and the weight decay enter the update is the optimizer's convention (Hugging Face's for
+/// GaLore, Fira, APOLLO; PyTorch's for FRUGAL and SwitchLoRA).
+///
+/// ```
+/// use lowrank_optim::GaLoreConfig;
+/// let config = GaLoreConfig::new().with_beta_2(0.99).with_weight_decay(0.1);
+/// assert_eq!((config.adam.beta_2, config.adam.weight_decay), (0.99, 0.1));
+/// ```
+#[derive(Config, Debug, Copy)]
+pub struct AdamParams {
+    /// Decay of the first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f32,
+    /// Decay of the second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f32,
+    /// Added to the denominator for numerical stability.
+    #[config(default = 1e-6)]
+    pub epsilon: f32,
+    /// Decoupled weight decay `W -= lr * wd * W`.
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+}
+
+impl AdamParams {
+    /// Checks every field, naming the first invalid one.
+    pub fn validate(&self) -> crate::Result<()> {
+        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
+    }
+
+    /// The moments' hyperparameters.
+    pub fn hyper(&self) -> AdamHyper {
+        AdamHyper {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+/// Adds `with_beta_1`, `with_beta_2`, `with_epsilon` and `with_weight_decay` to a config that
+/// holds an `adam: AdamParams` field.
+macro_rules! adam_setters {
+    ($config:ty) => {
+        impl $config {
+            /// Sets the decay of Adam's first moment.
+            pub fn with_beta_1(mut self, beta_1: f32) -> Self {
+                self.adam.beta_1 = beta_1;
+                self
+            }
+            /// Sets the decay of Adam's second moment.
+            pub fn with_beta_2(mut self, beta_2: f32) -> Self {
+                self.adam.beta_2 = beta_2;
+                self
+            }
+            /// Sets Adam's `epsilon`.
+            pub fn with_epsilon(mut self, epsilon: f32) -> Self {
+                self.adam.epsilon = epsilon;
+                self
+            }
+            /// Sets the decoupled weight decay.
+            pub fn with_weight_decay(mut self, weight_decay: f32) -> Self {
+                self.adam.weight_decay = weight_decay;
+                self
+            }
+        }
+    };
+}
+pub(crate) use adam_setters;
 
 /// Adam's hyperparameters, shared by every optimizer in the crate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,15 +94,6 @@ pub struct AdamHyper {
 }
 
 impl AdamHyper {
-    /// Adam's `beta_1`, `beta_2` and `epsilon`.
-    pub fn new(beta_1: f32, beta_2: f32, epsilon: f32) -> Self {
-        Self {
-            beta_1,
-            beta_2,
-            epsilon,
-        }
-    }
-
     /// One Adam step of the HF/GaLore convention on `grad`: the new moments and the update
     /// `hf_step_size * m / (sqrt(v) + eps)` (to subtract from the weights).
     pub fn hf_update<const D: usize>(

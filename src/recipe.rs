@@ -76,7 +76,12 @@ pub trait Routed: StateFootprint {
 }
 
 impl<R: SubspaceRule> Routed for SubspaceOptimizer<R> {
-    fn route(&self, params: &[ParamInfo], router: &Router, dense: AdamW) -> Result<ModuleOptimizer> {
+    fn route(
+        &self,
+        params: &[ParamInfo],
+        router: &Router,
+        dense: AdamW,
+    ) -> Result<ModuleOptimizer> {
         router.route(params, self.clone(), dense)
     }
 }
@@ -224,7 +229,10 @@ impl Recipe {
                 _ => {
                     return Err(Error::InvalidConfig {
                         field: "optimizer",
-                        value: format!("a [{name}] table with optimizer = \"{}\"", header.optimizer),
+                        value: format!(
+                            "a [{name}] table with optimizer = \"{}\"",
+                            header.optimizer
+                        ),
                         expected: "only the table named like `optimizer`",
                     })
                 }
@@ -257,7 +265,10 @@ impl Recipe {
         for (field, beta) in [("dense.beta_1", d.beta_1), ("dense.beta_2", d.beta_2)] {
             beta.map_or(Ok(()), |v| check::unit_interval(field, v as f64))?;
         }
-        for (field, value) in [("dense.epsilon", d.epsilon), ("dense.weight_decay", d.weight_decay)] {
+        for (field, value) in [
+            ("dense.epsilon", d.epsilon),
+            ("dense.weight_decay", d.weight_decay),
+        ] {
             value.map_or(Ok(()), |v| check::non_negative(field, v as f64))?;
         }
         match self.optimizer.as_str() {
@@ -347,7 +358,10 @@ impl Recipe {
             if rank as usize > smaller {
                 return Err(Error::InvalidConfig {
                     field: "rank",
-                    value: format!("{rank} (the {:?} matrix {} has min(m, n) = {smaller})", p.shape, p.path),
+                    value: format!(
+                        "{rank} (the {:?} matrix {} has min(m, n) = {smaller})",
+                        p.shape, p.path
+                    ),
                     expected: "at most the smaller side of every projected matrix",
                 });
             }
@@ -380,12 +394,16 @@ impl Recipe {
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
         let dense = self.adamw_config().build();
         Ok(match self.optimizer.as_str() {
-            ADAMW => MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense),
+            ADAMW => {
+                MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense)
+            }
             SwitchLoraConfig::NAME => {
                 let rank = self.adapter()?.map_or(128, |a| a.rank);
                 MemoryReport::estimate(module, router, &AdapterFootprint { rank }, &dense)
             }
-            _ => MemoryReport::estimate(module, router, self.subspace_optimizer()?.as_ref(), &dense),
+            _ => {
+                MemoryReport::estimate(module, router, self.subspace_optimizer()?.as_ref(), &dense)
+            }
         })
     }
 }

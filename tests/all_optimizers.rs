@@ -71,10 +71,15 @@ fn cases() -> Vec<Case> {
         }));
     }
     out.push(case("apollo-mini".into(), 0.003, || {
-        ApolloConfig::mini().with_update_proj_gap(3).build().unwrap()
+        ApolloConfig::mini()
+            .with_update_proj_gap(3)
+            .build()
+            .unwrap()
     }));
     out.push(case("frugal/block".into(), 0.01, || {
-        let c = FrugalConfig::new().with_projection(ProjectionMethod::Block).with_rho(0.5);
+        let c = FrugalConfig::new()
+            .with_projection(ProjectionMethod::Block)
+            .with_rho(0.5);
         c.with_update_proj_gap(3).build().unwrap()
     }));
     out.push(case("dct-adamw".into(), 0.01, || {
@@ -187,7 +192,13 @@ fn block_mode_keeps_about_rho_of_the_tensors_state_full() {
     let adamw = 2 * 4 * 12;
     let footprint: Vec<usize> = (0..blocks).map(|i| optim.state_bytes(&[3, 4], i)).collect();
     let expected: Vec<usize> = (0..blocks)
-        .map(|i| if active_sets[0].contains(&i) { adamw } else { 0 })
+        .map(|i| {
+            if active_sets[0].contains(&i) {
+                adamw
+            } else {
+                0
+            }
+        })
         .collect();
     assert_eq!(footprint, expected);
 }
@@ -281,7 +292,10 @@ fn state_from_another_shape_is_a_clear_error() {
     check("frugal", FrugalConfig::new().build().unwrap());
     check(
         "frugal/block",
-        FrugalConfig::new().with_projection(ProjectionMethod::Block).build().unwrap(),
+        FrugalConfig::new()
+            .with_projection(ProjectionMethod::Block)
+            .build()
+            .unwrap(),
     );
     check("apollo", ApolloConfig::new().with_rank(2).build().unwrap());
 }

@@ -295,8 +295,14 @@ fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R
         // Every row and column of the matrix holds one of these positions.
         for position in (0..48).step_by(7) {
             let (after, steps) = good_bad_good(&optim, Some((position, value)));
-            assert_eq!(steps, 2, "{name}: {value} at {position} was counted as an update");
-            assert_eq!(after, clean, "{name}: {value} at {position} changed later steps");
+            assert_eq!(
+                steps, 2,
+                "{name}: {value} at {position} was counted as an update"
+            );
+            assert_eq!(
+                after, clean,
+                "{name}: {value} at {position} changed later steps"
+            );
         }
     }
 }
@@ -306,7 +312,14 @@ fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R
 #[test]
 fn a_non_finite_gradient_is_skipped_by_every_optimizer_and_basis() {
     use lowrank_optim::ProjectionMethod as P;
-    let kinds = [P::Svd, P::Randomized, P::Dct, P::Gaussian, P::RandomOrthogonal, P::Coordinates];
+    let kinds = [
+        P::Svd,
+        P::Randomized,
+        P::Dct,
+        P::Gaussian,
+        P::RandomOrthogonal,
+        P::Coordinates,
+    ];
     for kind in kinds {
         let galore = GaLoreConfig::new().with_rank(2).with_projection(kind);
         skips_every_bad_entry(&format!("galore/{kind:?}"), galore.build().unwrap());
@@ -315,7 +328,9 @@ fn a_non_finite_gradient_is_skipped_by_every_optimizer_and_basis() {
         let apollo = ApolloConfig::new().with_rank(2).with_projection(kind);
         skips_every_bad_entry(&format!("apollo/{kind:?}"), apollo.build().unwrap());
         for residual in [Residual::SignSgd, Residual::Sgd, Residual::None] {
-            let frugal = FrugalConfig::new().with_projection(kind).with_residual(residual);
+            let frugal = FrugalConfig::new()
+                .with_projection(kind)
+                .with_residual(residual);
             let name = format!("frugal/{kind:?}/{residual:?}");
             skips_every_bad_entry(&name, frugal.build().unwrap());
         }

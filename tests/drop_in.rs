@@ -19,12 +19,14 @@ fn galore() -> GaLoreConfig {
 }
 
 fn optimizer(model: &Toy, config: &GaLoreConfig) -> ModuleOptimizer {
-    Router::llama().with_vocab_size(VOCAB).build(
-        model,
-        config.build().unwrap(),
-        AdamWConfig::new().with_weight_decay(0.0).build(),
-    )
-    .unwrap()
+    Router::llama()
+        .with_vocab_size(VOCAB)
+        .build(
+            model,
+            config.build().unwrap(),
+            AdamWConfig::new().with_weight_decay(0.0).build(),
+        )
+        .unwrap()
 }
 
 #[test]

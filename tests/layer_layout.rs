@@ -96,12 +96,13 @@ fn step_layer(projected: impl lowrank_optim::MatrixOptimizer, c: &Dense) -> Dens
     let (d_in, d_out) = (c.rows, c.cols);
     let layer: Linear = LinearConfig::new(d_in, d_out).init(&device);
     let before = Dense::from_tensor(&layer.weight.val().inner());
-    let mut optim = Router::from_predicate(|p| p.shape.len() == 2).build(
-        &layer,
-        projected,
-        AdamWConfig::new().with_weight_decay(0.0).build(),
-    )
-    .unwrap();
+    let mut optim = Router::from_predicate(|p| p.shape.len() == 2)
+        .build(
+            &layer,
+            projected,
+            AdamWConfig::new().with_weight_decay(0.0).build(),
+        )
+        .unwrap();
     let x = Dense::identity(d_in).to_tensor_on(&device);
     let loss = layer.forward(x).mul(c.to_tensor_on(&device)).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &layer);

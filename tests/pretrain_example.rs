@@ -246,7 +246,10 @@ fn a_diverging_run_stops_and_keeps_the_last_checkpoint() {
     args.eval_every = Some(1);
     let settings = args.settings(256).unwrap();
     let err = train::run(&args, &settings, &recipe, &corpus, &device).unwrap_err();
-    assert!(err.contains("training loss") && err.contains("at step 2"), "{err}");
+    assert!(
+        err.contains("training loss") && err.contains("at step 2"),
+        "{err}"
+    );
     assert!(err.contains("checkpoint (step 1)"), "{err}");
     let state = std::fs::read_to_string(dir.join("diverging/checkpoint/state.json")).unwrap();
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
@@ -401,9 +404,18 @@ fn the_runs_rank_replaces_a_recipes_fixed_rank() {
     let load = |name: &str| Recipe::load(format!("optimizers/{name}.toml")).unwrap();
     let (galore, replaced) = train::recipe_for_run(&load("galore"), 32);
     assert_eq!(replaced, Some(128));
-    assert_eq!(galore.table.get("rank").and_then(|v| v.as_integer()), Some(32));
+    assert_eq!(
+        galore.table.get("rank").and_then(|v| v.as_integer()),
+        Some(32)
+    );
     let (mini, replaced) = train::recipe_for_run(&load("apollo-mini"), 32);
-    assert_eq!((mini.table.get("rank").and_then(|v| v.as_integer()), replaced), (Some(1), None));
+    assert_eq!(
+        (
+            mini.table.get("rank").and_then(|v| v.as_integer()),
+            replaced
+        ),
+        (Some(1), None)
+    );
     let (frugal, replaced) = train::recipe_for_run(&load("frugal"), 32);
     assert_eq!((frugal.table.has("rank"), replaced), (false, None));
 }

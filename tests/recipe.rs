@@ -52,7 +52,7 @@ fn bundled_recipes_load_with_the_published_hyperparameters() {
     assert_eq!(frugal.subspace.projection, ProjectionMethod::Block);
     assert_eq!(frugal.residual, Residual::SignSgd);
     assert_eq!(frugal.subspace.moment_policy, MomentPolicy::Reset);
-    assert_eq!(frugal.epsilon, 1e-8);
+    assert_eq!(frugal.adam.epsilon, 1e-8);
 
     let dct = Recipe::load("optimizers/dct-adamw.toml")
         .unwrap()
@@ -249,7 +249,7 @@ fn the_switchlora_recipe_has_the_published_settings_and_its_own_keys() {
     assert_eq!(config.schedule.descent_fraction, 0.1);
     assert_eq!(config.schedule.freeze_steps, 5);
     assert_eq!(config.schedule.total_steps, 40_000);
-    assert_eq!(config.weight_decay, 0.0);
+    assert_eq!(config.adam.weight_decay, 0.0);
 
     let with = |table: &str| {
         Recipe::from_toml_str(

@@ -354,7 +354,11 @@ fn transient_basis_bytes_are_the_gaussian_matrix_held_on_the_device() {
     let mut rng = TestRng::new(11);
     for (m, n) in [(12, 7), (7, 12)] {
         let g = rng.dense(m, n).to_tensor();
-        for kind in [ProjectionMethod::Gaussian, ProjectionMethod::Svd, ProjectionMethod::Dct] {
+        for kind in [
+            ProjectionMethod::Gaussian,
+            ProjectionMethod::Svd,
+            ProjectionMethod::Dct,
+        ] {
             let manager =
                 SubspaceManager::new(SubspaceConfig::new().with_rank(3).with_projection(kind))
                     .unwrap();
@@ -367,8 +371,16 @@ fn transient_basis_bytes_are_the_gaussian_matrix_held_on_the_device() {
                     _ => 0,
                 })
                 .sum();
-            assert_eq!(manager.transient_basis_bytes([m, n]), held, "{kind:?} {m}x{n}");
-            assert_eq!(held > 0, kind == ProjectionMethod::Gaussian, "{kind:?} {m}x{n}");
+            assert_eq!(
+                manager.transient_basis_bytes([m, n]),
+                held,
+                "{kind:?} {m}x{n}"
+            );
+            assert_eq!(
+                held > 0,
+                kind == ProjectionMethod::Gaussian,
+                "{kind:?} {m}x{n}"
+            );
         }
     }
 }

@@ -99,20 +99,34 @@ pub struct Args {
 impl Args {
     /// Rejects values no run can use, naming the option (clap only checks the types).
     fn check_values(&self, steps: usize) -> Result<(), String> {
-        let in_range = |name: &str, value: Option<f64>, ok: fn(f64) -> bool, what: &str| {
-            match value {
-                Some(v) if !(v.is_finite() && ok(v)) => Err(format!("{name} must be {what}, not {v}")),
-                _ => Ok(()),
-            }
+        let in_range = |name: &str, value: Option<f64>, ok: fn(f64) -> bool, what: &str| match value
+        {
+            Some(v) if !(v.is_finite() && ok(v)) => Err(format!("{name} must be {what}, not {v}")),
+            _ => Ok(()),
         };
         in_range("--lr", self.lr, |v| v > 0.0 && v <= 1.0, "in (0, 1]")?;
-        in_range("--warmup", self.warmup, |v| (0.0..1.0).contains(&v), "a fraction in [0, 1)")?;
-        in_range("--min-lr-fraction", self.min_lr_fraction, |v| (0.0..=1.0).contains(&v), "a fraction in [0, 1]")?;
-        in_range("--clip", self.clip, |v| v >= 0.0, ">= 0 (0 disables clipping)")?;
+        in_range(
+            "--warmup",
+            self.warmup,
+            |v| (0.0..1.0).contains(&v),
+            "a fraction in [0, 1)",
+        )?;
+        in_range(
+            "--min-lr-fraction",
+            self.min_lr_fraction,
+            |v| (0.0..=1.0).contains(&v),
+            "a fraction in [0, 1]",
+        )?;
+        in_range(
+            "--clip",
+            self.clip,
+            |v| v >= 0.0,
+            ">= 0 (0 disables clipping)",
+        )?;
         match self.stop_at {
-            Some(stop) if stop == 0 || stop > steps => {
-                Err(format!("--stop-at must be a step in 1..={steps} (--steps), not {stop}"))
-            }
+            Some(stop) if stop == 0 || stop > steps => Err(format!(
+                "--stop-at must be a step in 1..={steps} (--steps), not {stop}"
+            )),
             _ => Ok(()),
         }
     }

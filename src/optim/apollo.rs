@@ -3,12 +3,11 @@
 
 use burn::config::Config;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Tensor;
 use serde::Deserialize;
 
 use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
-use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
-use crate::adam::{AdamHyper, Moments};
+use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
+use crate::adam::{adam_setters, AdamParams};
 use crate::error::check;
 use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig};
 use crate::recipe::{RecipeTable, Routed, Table};
@@ -49,21 +48,13 @@ pub struct ApolloConfig {
     /// Largest growth factor of the scaled gradient's norm from one step to the next.
     #[config(default = 1.01)]
     pub gamma: f32,
-    /// Decay of Adam's first moment.
-    #[config(default = 0.9)]
-    pub beta_1: f32,
-    /// Decay of Adam's second moment.
-    #[config(default = 0.999)]
-    pub beta_2: f32,
-    /// Added to `sqrt(v)` in the denominator.
-    #[config(default = 1e-6)]
-    pub epsilon: f32,
-    /// Decoupled weight decay, applied after the update (`W -= lr * wd * W`).
-    #[config(default = 0.0)]
-    pub weight_decay: f32,
+    /// Adam: `eps` added to `sqrt(v)`, weight decay applied after the update, as GaLore.
+    #[config(default = "AdamParams::new()")]
+    pub adam: AdamParams,
 }
 
 subspace_setters!(ApolloConfig);
+adam_setters!(ApolloConfig);
 
 impl ApolloConfig {
     /// APOLLO-Mini: rank 1, one scaling factor per matrix, scale 128.
@@ -79,7 +70,7 @@ impl ApolloConfig {
         self.subspace.validate()?;
         check::positive("scale", self.scale as f64)?;
         check::at_least_one("gamma", self.gamma as f64)?;
-        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
+        self.adam.validate()
     }
 
     /// The bare optimizer, or the invalid field named: route it to a model's matrices with
@@ -87,12 +78,11 @@ impl ApolloConfig {
     pub fn build(&self) -> crate::Result<Apollo> {
         self.validate()?;
         let rule = ApolloRule {
-            hyper: AdamHyper::new(self.beta_1, self.beta_2, self.epsilon),
+            adam: self.adam,
             scale_root: self.scale.sqrt(),
             scaling: self.scaling,
             scale_front: self.scale_front,
             gamma: self.limiter.then_some(self.gamma),
-            weight_decay: self.weight_decay,
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
@@ -119,12 +109,11 @@ pub type ApolloState<const D: usize> = super::SubspaceState<D>;
 /// APOLLO's update rule (see [`Apollo`]).
 #[derive(Clone, Debug)]
 pub struct ApolloRule {
-    hyper: AdamHyper,
+    adam: AdamParams,
     scale_root: f32,
     scaling: ScaleGranularity,
     scale_front: bool,
     gamma: Option<f32>,
-    weight_decay: f32,
 }
 
 impl ApolloRule {
@@ -135,38 +124,26 @@ impl ApolloRule {
 }
 
 impl SubspaceRule for ApolloRule {
-    fn weight_decay(&self) -> WeightDecay {
-        WeightDecay::AfterUpdate(self.weight_decay)
+    fn adam(&self) -> &AdamParams {
+        &self.adam
     }
 
     fn limiter_floats(&self) -> usize {
         usize::from(self.has_limiter())
     }
 
-    fn dense<const D: usize>(
-        &self,
-        lr: f64,
-        grad: Tensor<D>,
-        moments: Moments<D>,
-    ) -> (Tensor<D>, Moments<D>) {
-        self.hyper.hf_update(lr, grad, moments)
-    }
-
     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
+        let hyper = self.adam.hyper();
         let MatrixStep {
             grad,
             prepared,
             limiter,
         } = step;
         let low = prepared.low_grad;
-        let moments = prepared.moments.update(low.clone(), &self.hyper);
-        let step_size = self.hyper.hf_step_size(lr, moments.step);
+        let moments = prepared.moments.update(low.clone(), &hyper);
+        let step_size = hyper.hf_step_size(lr, moments.step);
         let axis = channel_axis(prepared.subspace.side, self.scaling);
-        let phi = norm_ratio(
-            moments.direction(&self.hyper),
-            squared_norms(low, axis),
-            axis,
-        );
+        let phi = norm_ratio(moments.direction(&hyper), squared_norms(low, axis), axis);
         // S = G c with a small per-channel (or scalar) c: every factor is folded into c, so the
         // full-size matrix is read for its channel norms and once more for the update.
         let (front, back) = if self.scale_front {
@@ -210,8 +187,7 @@ impl RecipeTable for ApolloConfig {
 
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = ApolloConfig::new();
-        table.apply_subspace(&mut c.subspace)?;
-        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        table.apply_shared(&mut c.subspace, &mut c.adam)?;
         let own: ApolloKeys = table.own()?;
         c.scale = own.scale.unwrap_or(c.scale);
         c.gamma = own.gamma.unwrap_or(c.gamma);

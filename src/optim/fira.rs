@@ -2,12 +2,11 @@
 
 use burn::config::Config;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Tensor;
 use serde::Deserialize;
 
 use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
-use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
-use crate::adam::{AdamHyper, Moments};
+use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
+use crate::adam::{adam_setters, AdamParams};
 use crate::error::check;
 use crate::projection::{subspace_setters, SubspaceConfig};
 use crate::recipe::{RecipeTable, Routed, Table};
@@ -43,21 +42,13 @@ pub struct FiraConfig {
     /// Per-channel (default) or per-matrix norm-ratio scaling of the residual.
     #[config(default = "ScaleGranularity::Channel")]
     pub scaling: ScaleGranularity,
-    /// Decay of Adam's first moment.
-    #[config(default = 0.9)]
-    pub beta_1: f32,
-    /// Decay of Adam's second moment.
-    #[config(default = 0.999)]
-    pub beta_2: f32,
-    /// Added to `sqrt(v)` in the denominator.
-    #[config(default = 1e-6)]
-    pub epsilon: f32,
-    /// Decoupled weight decay, applied after the update (`W -= lr * wd * W`).
-    #[config(default = 0.0)]
-    pub weight_decay: f32,
+    /// Adam: `eps` added to `sqrt(v)`, weight decay applied after the update, as GaLore.
+    #[config(default = "AdamParams::new()")]
+    pub adam: AdamParams,
 }
 
 subspace_setters!(FiraConfig);
+adam_setters!(FiraConfig);
 
 impl FiraConfig {
     /// Checks every field, naming the first invalid one.
@@ -65,7 +56,7 @@ impl FiraConfig {
         self.subspace.validate()?;
         check::positive("scale", self.scale as f64)?;
         check::at_least_one("gamma", self.gamma as f64)?;
-        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
+        self.adam.validate()
     }
 
     /// The bare optimizer, or the invalid field named: route it to a model's matrices with
@@ -73,11 +64,10 @@ impl FiraConfig {
     pub fn build(&self) -> crate::Result<Fira> {
         self.validate()?;
         let rule = FiraRule {
-            hyper: AdamHyper::new(self.beta_1, self.beta_2, self.epsilon),
+            adam: self.adam,
             scale: self.scale,
             gamma: self.gamma,
             scaling: self.scaling,
-            weight_decay: self.weight_decay,
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
@@ -108,32 +98,23 @@ pub type FiraState<const D: usize> = super::SubspaceState<D>;
 /// Fira's update rule (see [`Fira`]).
 #[derive(Clone, Debug)]
 pub struct FiraRule {
-    hyper: AdamHyper,
+    adam: AdamParams,
     scale: f32,
     gamma: f32,
     scaling: ScaleGranularity,
-    weight_decay: f32,
 }
 
 impl SubspaceRule for FiraRule {
-    fn weight_decay(&self) -> WeightDecay {
-        WeightDecay::AfterUpdate(self.weight_decay)
+    fn adam(&self) -> &AdamParams {
+        &self.adam
     }
 
     fn limiter_floats(&self) -> usize {
         1
     }
 
-    fn dense<const D: usize>(
-        &self,
-        lr: f64,
-        grad: Tensor<D>,
-        moments: Moments<D>,
-    ) -> (Tensor<D>, Moments<D>) {
-        self.hyper.hf_update(lr, grad, moments)
-    }
-
     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
+        let hyper = self.adam.hyper();
         let MatrixStep {
             grad,
             prepared,
@@ -141,9 +122,9 @@ impl SubspaceRule for FiraRule {
         } = step;
         let subspace = prepared.subspace;
         let low = prepared.low_grad;
-        let moments = prepared.moments.update(low.clone(), &self.hyper);
-        let normalized = moments.direction(&self.hyper);
-        let step_size = self.hyper.hf_step_size(lr, moments.step);
+        let moments = prepared.moments.update(low.clone(), &hyper);
+        let normalized = moments.direction(&hyper);
+        let step_size = hyper.hf_step_size(lr, moments.step);
         let alpha = self.scale;
         let axis = channel_axis(subspace.side, self.scaling);
         let low_sq = squared_norms(low.clone(), axis);
@@ -201,8 +182,7 @@ impl RecipeTable for FiraConfig {
 
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = FiraConfig::new();
-        table.apply_subspace(&mut c.subspace)?;
-        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        table.apply_shared(&mut c.subspace, &mut c.adam)?;
         let own: FiraKeys = table.own()?;
         c.scale = own.scale.unwrap_or(c.scale);
         c.gamma = own.gamma.unwrap_or(c.gamma);

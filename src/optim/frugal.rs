@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use serde::Deserialize;
 
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
-use crate::adam::{AdamHyper, Moments};
+use crate::adam::{adam_setters, AdamParams, Moments};
 use crate::error::{check, Error};
 use crate::matrix::fast_sign;
 use crate::projection::{subspace_setters, MomentPolicy, ProjectionMethod, SubspaceConfig};
@@ -68,21 +68,14 @@ pub struct FrugalConfig {
     /// 1.0 for pretraining, 0.1 for fine-tuning).
     #[config(default = 1.0)]
     pub inactive_lr_scale: f32,
-    /// Decay of Adam's first moment.
-    #[config(default = 0.9)]
-    pub beta_1: f32,
-    /// Decay of Adam's second moment.
-    #[config(default = 0.999)]
-    pub beta_2: f32,
-    /// PyTorch AdamW's `eps`: `m_hat / (sqrt(v_hat) + eps)`.
-    #[config(default = 1e-8)]
-    pub epsilon: f32,
-    /// Weight decay, applied before the update (`W *= 1 - lr * wd`).
-    #[config(default = 0.0)]
-    pub weight_decay: f32,
+    /// Adam, PyTorch's conventions: `m_hat / (sqrt(v_hat) + eps)` with `eps = 1e-8`, weight
+    /// decay applied before the update (`W *= 1 - lr * wd`).
+    #[config(default = "AdamParams::new().with_epsilon(1e-8)")]
+    pub adam: AdamParams,
 }
 
 subspace_setters!(FrugalConfig);
+adam_setters!(FrugalConfig);
 
 impl FrugalConfig {
     /// Sets the density `rho` in `(0, 1]`: the fraction of each matrix's projected side (or of
@@ -106,7 +99,7 @@ impl FrugalConfig {
         self.subspace.validate()?;
         check::positive("proj_lr_scale", self.proj_lr_scale as f64)?;
         check::non_negative("inactive_lr_scale", self.inactive_lr_scale as f64)?;
-        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
+        self.adam.validate()
     }
 
     /// The bare optimizer, or the invalid field named: route it to a model's matrices with
@@ -114,11 +107,10 @@ impl FrugalConfig {
     pub fn build(&self) -> crate::Result<Frugal> {
         self.validate()?;
         let rule = FrugalRule {
-            hyper: AdamHyper::new(self.beta_1, self.beta_2, self.epsilon),
+            adam: self.adam,
             residual: self.residual,
             proj_lr_scale: self.proj_lr_scale as f64,
             inactive_lr_scale: self.inactive_lr_scale as f64,
-            weight_decay: self.weight_decay,
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
@@ -145,11 +137,10 @@ pub type FrugalState<const D: usize> = super::SubspaceState<D>;
 /// FRUGAL's update rule (see [`Frugal`]).
 #[derive(Clone, Debug)]
 pub struct FrugalRule {
-    hyper: AdamHyper,
+    adam: AdamParams,
     residual: Residual,
     proj_lr_scale: f64,
     inactive_lr_scale: f64,
-    weight_decay: f32,
 }
 
 impl FrugalRule {
@@ -167,15 +158,18 @@ impl FrugalRule {
 impl SubspaceRule for FrugalRule {
     const UPDATES_STATE_FREE: bool = true;
 
-    fn weight_decay(&self) -> WeightDecay {
-        WeightDecay::BeforeUpdate(self.weight_decay)
+    const WEIGHT_DECAY: WeightDecay = WeightDecay::BeforeUpdate;
+
+    fn adam(&self) -> &AdamParams {
+        &self.adam
     }
 
     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
+        let hyper = self.adam.hyper();
         let subspace = step.prepared.subspace;
         let low = step.prepared.low_grad;
-        let moments = step.prepared.moments.update(low.clone(), &self.hyper);
-        let low_update = self.hyper.torch_update(&moments, self.lr_state_full(lr));
+        let moments = step.prepared.moments.update(low.clone(), &hyper);
+        let low_update = hyper.torch_update(&moments, self.lr_state_full(lr));
         let lr_free = self.lr_state_free(lr);
         let update = match self.residual {
             Residual::None => subspace.project_back(low_update),
@@ -203,8 +197,9 @@ impl SubspaceRule for FrugalRule {
         grad: Tensor<D>,
         moments: Moments<D>,
     ) -> (Tensor<D>, Moments<D>) {
-        let moments = moments.update(grad, &self.hyper);
-        let update = self.hyper.torch_update(&moments, self.lr_state_full(lr));
+        let hyper = self.adam.hyper();
+        let moments = moments.update(grad, &hyper);
+        let update = hyper.torch_update(&moments, self.lr_state_full(lr));
         (update, moments)
     }
 
@@ -234,8 +229,7 @@ impl RecipeTable for FrugalConfig {
     /// A `rank` without `rho` fixes the rank of every matrix instead of the density.
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = FrugalConfig::new();
-        table.apply_subspace(&mut c.subspace)?;
-        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        table.apply_shared(&mut c.subspace, &mut c.adam)?;
         let own: FrugalKeys = table.own()?;
         if table.has("rank") {
             c.subspace.density = None;

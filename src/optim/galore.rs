@@ -2,11 +2,10 @@
 
 use burn::config::Config;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Tensor;
 use serde::Deserialize;
 
-use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
-use crate::adam::{AdamHyper, Moments};
+use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
+use crate::adam::{adam_setters, AdamParams};
 use crate::error::check;
 use crate::projection::{subspace_setters, SubspaceConfig};
 use crate::recipe::{RecipeTable, Routed, Table};
@@ -38,28 +37,21 @@ pub struct GaLoreConfig {
     /// Scale `alpha` applied to the projected-back update.
     #[config(default = 0.25)]
     pub scale: f32,
-    /// Decay of Adam's first moment.
-    #[config(default = 0.9)]
-    pub beta_1: f32,
-    /// Decay of Adam's second moment.
-    #[config(default = 0.999)]
-    pub beta_2: f32,
-    /// Added to `sqrt(v)` in the denominator.
-    #[config(default = 1e-6)]
-    pub epsilon: f32,
-    /// Decoupled weight decay, applied after the update on the new weights (`W -= lr * wd * W`).
-    #[config(default = 0.0)]
-    pub weight_decay: f32,
+    /// Adam: `eps` added to `sqrt(v)`, weight decay applied after the update on the new
+    /// weights (also settable through `with_beta_1`, `with_epsilon`, `with_weight_decay`, ...).
+    #[config(default = "AdamParams::new()")]
+    pub adam: AdamParams,
 }
 
 subspace_setters!(GaLoreConfig);
+adam_setters!(GaLoreConfig);
 
 impl GaLoreConfig {
     /// Checks every field, naming the first invalid one.
     pub fn validate(&self) -> crate::Result<()> {
         self.subspace.validate()?;
         check::positive("scale", self.scale as f64)?;
-        check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
+        self.adam.validate()
     }
 
     /// The bare optimizer, or the invalid field named: route it to a model's matrices with
@@ -67,9 +59,8 @@ impl GaLoreConfig {
     pub fn build(&self) -> crate::Result<GaLore> {
         self.validate()?;
         let rule = GaLoreRule {
-            hyper: AdamHyper::new(self.beta_1, self.beta_2, self.epsilon),
+            adam: self.adam,
             scale: self.scale,
-            weight_decay: self.weight_decay,
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
@@ -95,35 +86,25 @@ pub type GaLoreState<const D: usize> = super::SubspaceState<D>;
 /// GaLore's update rule (see [`GaLore`]).
 #[derive(Clone, Debug)]
 pub struct GaLoreRule {
-    hyper: AdamHyper,
+    adam: AdamParams,
     scale: f32,
-    weight_decay: f32,
 }
 
 impl SubspaceRule for GaLoreRule {
-    fn weight_decay(&self) -> WeightDecay {
-        WeightDecay::AfterUpdate(self.weight_decay)
+    fn adam(&self) -> &AdamParams {
+        &self.adam
     }
 
     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
-        let prepared = step.prepared;
-        let moments = prepared.moments.update(prepared.low_grad, &self.hyper);
-        let step_size = self.hyper.hf_step_size(lr, moments.step) * self.scale as f64;
-        let low_update = moments.direction(&self.hyper).mul_scalar(step_size);
+        let (hyper, prepared) = (self.adam.hyper(), step.prepared);
+        let moments = prepared.moments.update(prepared.low_grad, &hyper);
+        let step_size = hyper.hf_step_size(lr, moments.step) * self.scale as f64;
+        let low_update = moments.direction(&hyper).mul_scalar(step_size);
         MatrixUpdate {
             update: prepared.subspace.project_back(low_update),
             moments,
             limiter: None,
         }
-    }
-
-    fn dense<const D: usize>(
-        &self,
-        lr: f64,
-        grad: Tensor<D>,
-        moments: Moments<D>,
-    ) -> (Tensor<D>, Moments<D>) {
-        self.hyper.hf_update(lr, grad, moments)
     }
 }
 
@@ -139,8 +120,7 @@ impl RecipeTable for GaLoreConfig {
 
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = GaLoreConfig::new();
-        table.apply_subspace(&mut c.subspace)?;
-        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        table.apply_shared(&mut c.subspace, &mut c.adam)?;
         let own: GaLoreKeys = table.own()?;
         c.scale = own.scale.unwrap_or(c.scale);
         Ok(c)

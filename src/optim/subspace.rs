@@ -10,7 +10,7 @@
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
-use crate::adam::{decay, Moments};
+use crate::adam::{decay, AdamParams, Moments};
 use crate::error::{Error, Result};
 use crate::groups::MatrixOptimizer;
 use crate::matrix::{
@@ -21,24 +21,30 @@ use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, Su
 use crate::RecordState;
 
 /// Where an optimizer applies decoupled weight decay `W *= 1 - lr * wd`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightDecay {
     /// Before the update, on the old weights (PyTorch's AdamW: FRUGAL, DCT-AdamW).
-    BeforeUpdate(f32),
+    BeforeUpdate,
     /// After the update, on the new weights (Hugging Face's AdamW: GaLore, Fira, APOLLO).
-    AfterUpdate(f32),
+    AfterUpdate,
 }
 
 impl WeightDecay {
-    /// `weights - update` with the decay in its place; `None` is no update (decay only).
-    fn apply<const D: usize>(self, lr: f64, weights: Tensor<D>, update: Option<Tensor<D>>) -> Tensor<D> {
+    /// `weights - update` with the decay `wd` in its place; `None` is no update (decay only).
+    fn apply<const D: usize>(
+        self,
+        lr: f64,
+        wd: f32,
+        weights: Tensor<D>,
+        update: Option<Tensor<D>>,
+    ) -> Tensor<D> {
         let step = |w: Tensor<D>| match update {
             Some(u) => w.sub(u),
             None => w,
         };
         match self {
-            WeightDecay::BeforeUpdate(wd) => step(decay(weights, lr, wd)),
-            WeightDecay::AfterUpdate(wd) => decay(step(weights), lr, wd),
+            WeightDecay::BeforeUpdate => step(decay(weights, lr, wd)),
+            WeightDecay::AfterUpdate => decay(step(weights), lr, wd),
         }
     }
 }
@@ -69,8 +75,12 @@ pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
     /// [`ProjectionMethod::Block`] needs.
     const UPDATES_STATE_FREE: bool = false;
 
-    /// Where weight decay goes.
-    fn weight_decay(&self) -> WeightDecay;
+    /// Where weight decay goes: after the update (Hugging Face's AdamW) unless a rule says
+    /// otherwise.
+    const WEIGHT_DECAY: WeightDecay = WeightDecay::AfterUpdate;
+
+    /// The rule's Adam settings (weight decay included).
+    fn adam(&self) -> &AdamParams;
 
     /// Floats of extra state per matrix (the norm-growth limiter's previous norm).
     fn limiter_floats(&self) -> usize {
@@ -81,13 +91,15 @@ pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate;
 
     /// The update of a tensor kept at full size (every rank but 2; FRUGAL's state-full blocks),
-    /// with its new full-size moments.
+    /// with its new full-size moments: by default Adam of the HF/GaLore convention, unscaled.
     fn dense<const D: usize>(
         &self,
         lr: f64,
         grad: Tensor<D>,
         moments: Moments<D>,
-    ) -> (Tensor<D>, Moments<D>);
+    ) -> (Tensor<D>, Moments<D>) {
+        self.adam().hyper().hf_update(lr, grad, moments)
+    }
 
     /// The update of a tensor that keeps no state this period (FRUGAL's state-free blocks);
     /// `None`: no update.
@@ -171,14 +183,26 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         &self.rule
     }
 
+    /// `weights - update` with the rule's weight decay in its place.
+    fn apply<const D: usize>(
+        &self,
+        lr: f64,
+        weights: Tensor<D>,
+        update: Option<Tensor<D>>,
+    ) -> Tensor<D> {
+        R::WEIGHT_DECAY.apply(lr, self.rule.adam().weight_decay, weights, update)
+    }
+
     /// A projected matrix: prepare (refresh, transport, project, finiteness), then the rule.
+    /// The new weights, or `None` when the gradient is not finite (the state is then as it
+    /// was, with the subspace created on first sight).
     fn step_matrix(
         &self,
         lr: f64,
         weights: Tensor<2>,
         grad: Tensor<2>,
         state: SubspaceState<2>,
-    ) -> core::result::Result<(Tensor<2>, SubspaceState<2>), SubspaceState<2>> {
+    ) -> (Option<Tensor<2>>, SubspaceState<2>) {
         let SubspaceState {
             moments,
             subspace,
@@ -194,7 +218,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
                     limiter,
                     step,
                 };
-                return Err(state);
+                return (None, state);
             }
         };
         let subspace = prepared.subspace.clone();
@@ -206,14 +230,14 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
                 limiter,
             },
         );
-        let weights = self.rule.weight_decay().apply(lr, weights, Some(update.update));
+        let weights = self.apply(lr, weights, Some(update.update));
         let state = SubspaceState {
             moments: Some(update.moments),
             subspace: Some(subspace),
             limiter: update.limiter,
             step: step + 1,
         };
-        Ok((weights, state))
+        (Some(weights), state)
     }
 
     /// A whole tensor that is state-full or state-free for the current period (block mode).
@@ -252,7 +276,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             limiter: None,
             step: state.step + 1,
         };
-        (self.rule.weight_decay().apply(lr, weights, update), Some(state))
+        (self.apply(lr, weights, update), Some(state))
     }
 
     /// A tensor kept at full size: Adam (or the rule's equivalent) on full-size moments.
@@ -273,7 +297,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             step: state.step + 1,
             ..state
         };
-        (self.rule.weight_decay().apply(lr, weights, Some(update)), state)
+        (self.apply(lr, weights, Some(update)), state)
     }
 }
 
@@ -316,13 +340,13 @@ impl<R: SubspaceRule> Optimizer for SubspaceOptimizer<R> {
             let (weights, state) = self.step_dense(lr, tensor, grad, state);
             return (weights, Some(state));
         };
-        match self.step_matrix(lr, cast_rank(tensor.clone()), grad, cast_state(state)) {
-            Ok((weights, state)) => (cast_rank(weights), Some(cast_state(state))),
-            Err(state) => {
-                log_skip(&tensor.dims());
-                (tensor, Some(cast_state(state)))
-            }
-        }
+        let (weights, state) =
+            self.step_matrix(lr, cast_rank(tensor.clone()), grad, cast_state(state));
+        let weights = weights.map(cast_rank).unwrap_or_else(|| {
+            log_skip(&tensor.dims());
+            tensor
+        });
+        (weights, Some(cast_state(state)))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

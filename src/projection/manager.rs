@@ -373,8 +373,8 @@ impl SubspaceManager {
                 ..current.clone()
             };
             if self.config.adaptive_gap && current.has_basis() {
-                let aligned = leading_cosine(&current, &fresh)
-                    >= self.config.adaptive_gap_threshold as f64;
+                let aligned =
+                    leading_cosine(&current, &fresh) >= self.config.adaptive_gap_threshold as f64;
                 self.adapt_gap(&current, &mut fresh, aligned);
             }
             fresh.next_refresh = step + fresh.gap;
@@ -386,7 +386,10 @@ impl SubspaceManager {
         let low_grad = current.project(grad.clone());
         // The whole gradient, not only its projection: a coordinate basis never reads most of
         // it, and the rules (Fira's, APOLLO's, FRUGAL's residual) use all of it. One read.
-        let finite = grad.is_finite().all().bool_and(low_grad.clone().is_finite().all());
+        let finite = grad
+            .is_finite()
+            .all()
+            .bool_and(low_grad.clone().is_finite().all());
         if !finite.into_scalar::<bool>() {
             return Err((Some(original), moments));
         }

@@ -5,6 +5,7 @@
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Deserialize;
 
+use crate::adam::AdamParams;
 use crate::error::{Error, Result};
 use crate::projection::{DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod};
 use crate::SubspaceConfig;
@@ -120,18 +121,28 @@ impl Table {
         self.read(|k| !adam.contains(&k))
     }
 
-    /// Applies the Adam keys onto `[beta_1, beta_2, epsilon, weight_decay]`.
-    pub(crate) fn apply_adam(&self, [beta_1, beta_2, epsilon, weight_decay]: [&mut f32; 4]) -> Result<()> {
+    /// Applies the Adam keys onto `adam`.
+    pub(crate) fn apply_adam(&self, adam: &mut AdamParams) -> Result<()> {
         let keys: AdamKeys = self.read(|k| fields::<AdamKeys>().contains(&k))?;
-        for (dst, src) in [(beta_1, keys.beta_1), (beta_2, keys.beta_2), (epsilon, keys.epsilon)] {
-            *dst = src.unwrap_or(*dst);
-        }
-        *weight_decay = keys.weight_decay.unwrap_or(*weight_decay);
+        adam.beta_1 = keys.beta_1.unwrap_or(adam.beta_1);
+        adam.beta_2 = keys.beta_2.unwrap_or(adam.beta_2);
+        adam.epsilon = keys.epsilon.unwrap_or(adam.epsilon);
+        adam.weight_decay = keys.weight_decay.unwrap_or(adam.weight_decay);
         Ok(())
     }
 
+    /// Applies the keys every subspace optimizer shares: the subspace's and Adam's.
+    pub(crate) fn apply_shared(
+        &self,
+        subspace: &mut SubspaceConfig,
+        adam: &mut AdamParams,
+    ) -> Result<()> {
+        self.apply_subspace(subspace)?;
+        self.apply_adam(adam)
+    }
+
     /// Applies the subspace keys onto `c`.
-    pub(crate) fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
+    fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
         use ProjectionMethod as P;
         let k: SubspaceKeys = self.read(|k| fields::<SubspaceKeys>().contains(&k))?;
         c.rank = k.rank.unwrap_or(c.rank);

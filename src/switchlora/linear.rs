@@ -6,8 +6,8 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
-use super::resident::Resident;
 use super::layers::rows;
+use super::resident::Resident;
 use crate::error::Error;
 
 /// Where a layer keeps its candidate pools.

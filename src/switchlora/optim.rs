@@ -12,7 +12,7 @@ use super::layers::find_layers;
 use super::linear::{Adapter, CandidatePlacement};
 use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
-use crate::adam::{decay, AdamHyper, Moments};
+use crate::adam::{adam_setters, decay, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
 use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank, log_skip};
 use crate::recipe::{choose, Table};
@@ -49,24 +49,18 @@ use crate::{join_path, RecordState, StateSink, StateSource};
 pub struct SwitchLoraConfig {
     /// The switching schedule.
     pub schedule: SwitchScheduleConfig,
-    /// Decay of the first moment.
-    #[config(default = 0.9)]
-    pub beta_1: f32,
-    /// Decay of the second moment.
-    #[config(default = 0.999)]
-    pub beta_2: f32,
-    /// Added to the bias-corrected `sqrt(v)` (PyTorch AdamW).
-    #[config(default = 1e-8)]
-    pub epsilon: f32,
-    /// Decoupled weight decay of the adapters.
-    #[config(default = 0.0)]
-    pub weight_decay: f32,
+    /// The adapters' AdamW, PyTorch's conventions: `eps = 1e-8` added to the bias-corrected
+    /// `sqrt(v)`, decoupled weight decay (also settable through `with_beta_1`, ...).
+    #[config(default = "AdamParams::new().with_epsilon(1e-8)")]
+    pub adam: AdamParams,
 }
+
+adam_setters!(SwitchLoraConfig);
 
 impl SwitchLoraConfig {
     /// Checks every field.
     pub fn validate(&self) -> crate::Result<()> {
-        crate::error::check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)?;
+        self.adam.validate()?;
         self.schedule.validate()
     }
 
@@ -102,12 +96,8 @@ impl SwitchLoraConfig {
 
     fn adapter_optimizer(&self, vectors: Vectors, path: String, board: Switchboard) -> AdapterAdam {
         AdapterAdam {
-            hyper: AdamHyper {
-                beta_1: self.beta_1,
-                beta_2: self.beta_2,
-                epsilon: self.epsilon,
-            },
-            weight_decay: self.weight_decay,
+            hyper: self.adam.hyper(),
+            weight_decay: self.adam.weight_decay,
             freeze_steps: self.schedule.freeze_steps,
             vectors,
             path,
@@ -144,7 +134,7 @@ impl SwitchLoraConfig {
         schedule.freeze_steps = keys.freeze_steps.unwrap_or(schedule.freeze_steps);
         schedule.seed = keys.seed.unwrap_or(schedule.seed);
         let mut c = SwitchLoraConfig::new(schedule);
-        table.apply_adam([&mut c.beta_1, &mut c.beta_2, &mut c.epsilon, &mut c.weight_decay])?;
+        table.apply_adam(&mut c.adam)?;
         c.validate()?;
         let rank = keys.rank.unwrap_or(128);
         crate::error::check::positive_count("rank", rank)?;
@@ -152,9 +142,12 @@ impl SwitchLoraConfig {
             ("host", CandidatePlacement::Host),
             ("device", CandidatePlacement::Device),
         ];
-        let candidates = keys.candidates.as_deref().map_or(Ok(CandidatePlacement::Host), |v| {
-            choose("candidates", v, &options, "one of host, device")
-        })?;
+        let candidates = keys
+            .candidates
+            .as_deref()
+            .map_or(Ok(CandidatePlacement::Host), |v| {
+                choose("candidates", v, &options, "one of host, device")
+            })?;
         Ok((c, Adapter { rank, candidates }))
     }
 }
