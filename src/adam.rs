@@ -52,36 +52,6 @@ impl AdamParams {
     }
 }
 
-/// Adds `with_beta_1`, `with_beta_2`, `with_epsilon` and `with_weight_decay` to a config that
-/// holds an `adam: AdamParams` field.
-macro_rules! adam_setters {
-    ($config:ty) => {
-        impl $config {
-            /// Sets the decay of Adam's first moment.
-            pub fn with_beta_1(mut self, beta_1: f32) -> Self {
-                self.adam.beta_1 = beta_1;
-                self
-            }
-            /// Sets the decay of Adam's second moment.
-            pub fn with_beta_2(mut self, beta_2: f32) -> Self {
-                self.adam.beta_2 = beta_2;
-                self
-            }
-            /// Sets Adam's `epsilon`.
-            pub fn with_epsilon(mut self, epsilon: f32) -> Self {
-                self.adam.epsilon = epsilon;
-                self
-            }
-            /// Sets the decoupled weight decay.
-            pub fn with_weight_decay(mut self, weight_decay: f32) -> Self {
-                self.adam.weight_decay = weight_decay;
-                self
-            }
-        }
-    };
-}
-pub(crate) use adam_setters;
-
 /// Adam's hyperparameters, shared by every optimizer in the crate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamHyper {

@@ -68,34 +68,59 @@ impl ParamInfo {
     }
 }
 
+/// Where a module visitor is: the field names from the root down to the one being visited, each
+/// with the container type Burn entered it in.
+#[derive(Default)]
+pub(crate) struct ModulePath(Vec<(String, String)>);
+
+impl ModulePath {
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        self.0.push((name.to_string(), container_type.to_string()));
+    }
+
+    pub(crate) fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    /// The dotted path of the first `depth` fields.
+    pub(crate) fn dotted(&self, depth: usize) -> String {
+        let names: Vec<&str> = self.0[..depth].iter().map(|(n, _)| n.as_str()).collect();
+        names.join(".")
+    }
+
+    /// How many fields deep the visitor is.
+    pub(crate) fn depth(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The field being visited and the container type it belongs to.
+    pub(crate) fn field(&self) -> Option<(&str, &str)> {
+        self.0.last().map(|(f, c)| (f.as_str(), c.as_str()))
+    }
+}
+
 #[derive(Default)]
 struct Collector {
-    /// Field names down to the current one, with the container type each was entered in.
-    path: Vec<(String, String)>,
+    path: ModulePath,
     params: Vec<ParamInfo>,
 }
 
 impl ModuleVisitor for Collector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let names: Vec<&str> = self.path.iter().map(|(name, _)| name.as_str()).collect();
-        let (field, container) = match self.path.last() {
-            Some((field, container)) => (field.as_str(), Some(container.as_str())),
-            None => ("", None),
-        };
+        let (field, container) = self.path.field().unzip();
         self.params.push(ParamInfo {
-            path: names.join("."),
+            path: self.path.dotted(self.path.depth()),
             id: param.id,
             shape: param.lazy_shape().to_vec(),
-            role: ParamRole::of(container, field),
+            role: ParamRole::of(container, field.unwrap_or("")),
         });
     }
 }

@@ -66,6 +66,7 @@ pub mod optim;
 pub mod projection;
 pub mod recipe;
 mod rng;
+mod setters;
 pub mod switchlora;
 
 pub use error::{Error, Result};

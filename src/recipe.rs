@@ -54,7 +54,7 @@ use crate::memory::{MemoryReport, StateFootprint};
 use crate::optim::{ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig};
 use crate::optim::{SubspaceOptimizer, SubspaceRule};
 use crate::switchlora::{Adapter, AdapterFootprint, SwitchLoraConfig, Switcher};
-pub(crate) use table::choose;
+pub(crate) use table::variant;
 pub use table::Table;
 
 /// A subspace optimizer's config as a recipe table.

@@ -108,33 +108,37 @@ fn every_optimizer_trains_the_toy_model() {
     }
 }
 
+/// Eight steps straight, and four, a save, a fresh optimizer loading it, four more; `train`
+/// runs the given steps. Asserts every projected weight of the two runs is the same.
+fn assert_resumes_exactly(
+    case: &Case,
+    train: impl Fn(Toy, &mut ModuleOptimizer, std::ops::Range<usize>) -> Toy,
+) {
+    let start = Toy::new(&device());
+    let mut straight_optim = (case.build)(&start);
+    let straight = train(start.clone(), &mut straight_optim, 0..8);
+
+    let mut first_optim = (case.build)(&start);
+    let halfway = train(start, &mut first_optim, 0..4);
+    let bytes = first_optim.into_bytes().unwrap();
+    let mut resumed_optim = (case.build)(&halfway).from_bytes(bytes).unwrap();
+    let resumed = train(halfway, &mut resumed_optim, 4..8);
+
+    let projected = |m: &Toy| {
+        let (a, f) = (&m.attention, &m.feed_forward);
+        [&a.wq.weight, &a.wo.weight, &f.w1.weight, &f.w2.weight].map(|w| values(&w.val()))
+    };
+    for (a, b) in projected(&straight).iter().zip(&projected(&resumed)) {
+        common::assert_reproduced(a, b, &format!("{}: resumed run", case.name));
+    }
+}
+
 #[test]
 fn every_optimizer_resumes_exactly_from_a_saved_record() {
     for case in cases() {
-        let start = Toy::new(&device());
-        let mut straight_optim = (case.build)(&start);
-        let (straight, _) = train(start.clone(), &mut straight_optim, 8, case.lr);
-
-        let mut first_optim = (case.build)(&start);
-        let (halfway, _) = train(start, &mut first_optim, 4, case.lr);
-        let bytes = first_optim.into_bytes().unwrap();
-        let mut resumed_optim = (case.build)(&halfway).from_bytes(bytes).unwrap();
-        let (resumed, _) = train(halfway, &mut resumed_optim, 4, case.lr);
-
-        for (a, b) in [
-            (&straight.attention.wq.weight, &resumed.attention.wq.weight),
-            (
-                &straight.feed_forward.w1.weight,
-                &resumed.feed_forward.w1.weight,
-            ),
-            (
-                &straight.feed_forward.w2.weight,
-                &resumed.feed_forward.w2.weight,
-            ),
-        ] {
-            let what = format!("{}: resumed run", case.name);
-            common::assert_reproduced(&values(&a.val()), &values(&b.val()), &what);
-        }
+        assert_resumes_exactly(&case, |model, optim, steps| {
+            train(model, optim, steps.len(), case.lr).0
+        });
     }
 }
 
@@ -300,8 +304,8 @@ fn state_from_another_shape_is_a_clear_error() {
     check("apollo", ApolloConfig::new().with_rank(2).build().unwrap());
 }
 
-/// Trains like `toy::train`, but `attention.wq` gets a NaN gradient on its first `poisoned`
-/// steps (counted from `first_step`).
+/// Trains like `toy::train`, but `attention.wq` gets a NaN gradient on the steps before
+/// `poisoned`.
 fn train_poisoned(
     model: Toy,
     optim: &mut ModuleOptimizer,
@@ -330,22 +334,8 @@ fn train_poisoned(
 #[test]
 fn a_matrix_first_stepped_after_a_resume_keeps_its_own_ordinal() {
     for case in cases() {
-        let start = Toy::new(&device());
-        let mut straight_optim = (case.build)(&start);
-        let straight = train_poisoned(start.clone(), &mut straight_optim, 0..8, 5, case.lr);
-
-        let mut first_optim = (case.build)(&start);
-        let halfway = train_poisoned(start, &mut first_optim, 0..4, 5, case.lr);
-        let bytes = first_optim.into_bytes().unwrap();
-        let mut resumed_optim = (case.build)(&halfway).from_bytes(bytes).unwrap();
-        let resumed = train_poisoned(halfway, &mut resumed_optim, 4..8, 5, case.lr);
-
-        for (a, b) in [
-            (&straight.attention.wq.weight, &resumed.attention.wq.weight),
-            (&straight.attention.wo.weight, &resumed.attention.wo.weight),
-        ] {
-            let what = format!("{}: resumed run", case.name);
-            common::assert_reproduced(&values(&a.val()), &values(&b.val()), &what);
-        }
+        assert_resumes_exactly(&case, |model, optim, steps| {
+            train_poisoned(model, optim, steps, 5, case.lr)
+        });
     }
 }

@@ -2,15 +2,15 @@
 //! a low-rank Adam state estimates from a random projection.
 
 use burn::config::Config;
-use burn::optim::ModuleOptimizer;
 use serde::Deserialize;
 
 use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
-use crate::adam::{adam_setters, AdamParams};
+use crate::adam::AdamParams;
 use crate::error::check;
-use crate::projection::{subspace_setters, ProjectionMethod, SubspaceConfig};
+use crate::projection::{ProjectionMethod, SubspaceConfig};
 use crate::recipe::{RecipeTable, Routed, Table};
+use crate::setters::subspace_config;
 
 /// [`Apollo`] configuration. Defaults are the reference's (`apollo-torch` 1.0.3 `APOLLOAdamW`
 /// with its README's APOLLO settings): seeded Gaussian projection refreshed every 200 steps,
@@ -53,8 +53,7 @@ pub struct ApolloConfig {
     pub adam: AdamParams,
 }
 
-subspace_setters!(ApolloConfig);
-adam_setters!(ApolloConfig);
+subspace_config!(ApolloConfig);
 
 impl ApolloConfig {
     /// APOLLO-Mini: rank 1, one scaling factor per matrix, scale 128.
@@ -86,12 +85,6 @@ impl ApolloConfig {
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
-
-    /// A `ModuleOptimizer` with APOLLO on every parameter: every matrix scaled through its
-    /// projection, every other tensor on GaLore's Adam.
-    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
-        Ok(ModuleOptimizer::from(self.build()?))
-    }
 }
 
 /// APOLLO-AdamW, as `apollo-torch` 1.0.3's `APOLLOAdamW` computes it.
@@ -102,9 +95,6 @@ impl ApolloConfig {
 /// `W -= lr_t sqrt(scale) S` with GaLore's `lr_t` and decoupled weight decay. Nothing is projected
 /// back: the low-rank state only estimates the scaling.
 pub type Apollo = SubspaceOptimizer<ApolloRule>;
-
-/// Per-parameter [`Apollo`] state.
-pub type ApolloState<const D: usize> = super::SubspaceState<D>;
 
 /// APOLLO's update rule (see [`Apollo`]).
 #[derive(Clone, Debug)]

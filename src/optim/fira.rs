@@ -1,15 +1,15 @@
 //! Fira: GaLore plus a full-rank update from the residual the projection discards.
 
 use burn::config::Config;
-use burn::optim::ModuleOptimizer;
 use serde::Deserialize;
 
 use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
-use crate::adam::{adam_setters, AdamParams};
+use crate::adam::AdamParams;
 use crate::error::check;
-use crate::projection::{subspace_setters, SubspaceConfig};
+use crate::projection::SubspaceConfig;
 use crate::recipe::{RecipeTable, Routed, Table};
+use crate::setters::subspace_config;
 
 /// [`Fira`] configuration. Defaults are the reference's (`fira` 1.0.2 `FiraAdamW`).
 ///
@@ -47,8 +47,7 @@ pub struct FiraConfig {
     pub adam: AdamParams,
 }
 
-subspace_setters!(FiraConfig);
-adam_setters!(FiraConfig);
+subspace_config!(FiraConfig);
 
 impl FiraConfig {
     /// Checks every field, naming the first invalid one.
@@ -71,12 +70,6 @@ impl FiraConfig {
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
-
-    /// A `ModuleOptimizer` with Fira on every parameter: every matrix projected, every other
-    /// tensor on GaLore's Adam unprojected.
-    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
-        Ok(ModuleOptimizer::from(self.build()?))
-    }
 }
 
 /// Fira-AdamW, step for step as `fira` 1.0.2's `FiraAdamW`.
@@ -91,9 +84,6 @@ impl FiraConfig {
 /// back-projection instead of two; larger `alpha` (where that difference cancels badly in f32)
 /// and Gaussian bases form `S` explicitly.
 pub type Fira = SubspaceOptimizer<FiraRule>;
-
-/// Per-parameter [`Fira`] state: GaLore's plus the limiter's previous norm.
-pub type FiraState<const D: usize> = super::SubspaceState<D>;
 
 /// Fira's update rule (see [`Fira`]).
 #[derive(Clone, Debug)]

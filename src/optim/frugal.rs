@@ -1,16 +1,18 @@
 //! FRUGAL: AdamW in a subspace plus a state-free update (signSGD) of everything outside it.
 
 use burn::config::Config;
-use burn::optim::ModuleOptimizer;
 use burn::tensor::Tensor;
 use serde::Deserialize;
 
-use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay};
-use crate::adam::{adam_setters, AdamParams, Moments};
+use super::subspace::{
+    DenseUpdate, MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay,
+};
+use crate::adam::{AdamParams, Moments};
 use crate::error::{check, Error};
 use crate::matrix::fast_sign;
-use crate::projection::{subspace_setters, MomentPolicy, ProjectionMethod, SubspaceConfig};
-use crate::recipe::{choose, RecipeTable, Routed, Table};
+use crate::projection::{MomentPolicy, ProjectionMethod, SubspaceConfig};
+use crate::recipe::{variant, RecipeTable, Routed, Table};
+use crate::setters::subspace_config;
 
 /// The update FRUGAL gives the part of the gradient outside the state-full subspace.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -74,8 +76,7 @@ pub struct FrugalConfig {
     pub adam: AdamParams,
 }
 
-subspace_setters!(FrugalConfig);
-adam_setters!(FrugalConfig);
+subspace_config!(FrugalConfig);
 
 impl FrugalConfig {
     /// Sets the density `rho` in `(0, 1]`: the fraction of each matrix's projected side (or of
@@ -114,12 +115,6 @@ impl FrugalConfig {
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
-
-    /// A `ModuleOptimizer` with FRUGAL on every parameter: every matrix with its subspace
-    /// (every tensor, in block mode), every other tensor on state-full AdamW.
-    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
-        Ok(ModuleOptimizer::from(self.build()?))
-    }
 }
 
 /// FRUGAL, as the paper's reference code computes it.
@@ -130,9 +125,6 @@ impl FrugalConfig {
 /// tensors get state-full AdamW. In block mode every tensor is either wholly state-full (AdamW)
 /// or wholly state-free for a period; see [`ProjectionMethod::Block`].
 pub type Frugal = SubspaceOptimizer<FrugalRule>;
-
-/// Per-parameter [`Frugal`] state (moments are `None` while a block is state-free).
-pub type FrugalState<const D: usize> = super::SubspaceState<D>;
 
 /// FRUGAL's update rule (see [`Frugal`]).
 #[derive(Clone, Debug)]
@@ -191,14 +183,9 @@ impl SubspaceRule for FrugalRule {
         }
     }
 
-    fn dense<const D: usize>(
-        &self,
-        lr: f64,
-        grad: Tensor<D>,
-        moments: Moments<D>,
-    ) -> (Tensor<D>, Moments<D>) {
+    fn dense<const D: usize>(&self, lr: f64, grad: Tensor<D>, m: Moments<D>) -> DenseUpdate<D> {
         let hyper = self.adam.hyper();
-        let moments = moments.update(grad, &hyper);
+        let moments = m.update(grad, &hyper);
         let update = hyper.torch_update(&moments, self.lr_state_full(lr));
         (update, moments)
     }
@@ -238,12 +225,7 @@ impl RecipeTable for FrugalConfig {
             c.subspace.density = Some(rho);
         }
         if let Some(v) = &own.residual {
-            let options = [
-                ("sign_sgd", Residual::SignSgd),
-                ("sgd", Residual::Sgd),
-                ("none", Residual::None),
-            ];
-            c.residual = choose("residual", v, &options, "one of sign_sgd, sgd, none")?;
+            c.residual = variant("residual", v, "one of sign_sgd, sgd, none")?;
         }
         c.proj_lr_scale = own.proj_lr_scale.unwrap_or(c.proj_lr_scale);
         c.inactive_lr_scale = own.inactive_lr_scale.unwrap_or(c.inactive_lr_scale);

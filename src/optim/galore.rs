@@ -1,14 +1,14 @@
 //! GaLore: Adam in a low-rank gradient subspace.
 
 use burn::config::Config;
-use burn::optim::ModuleOptimizer;
 use serde::Deserialize;
 
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
-use crate::adam::{adam_setters, AdamParams};
+use crate::adam::AdamParams;
 use crate::error::check;
-use crate::projection::{subspace_setters, SubspaceConfig};
+use crate::projection::SubspaceConfig;
 use crate::recipe::{RecipeTable, Routed, Table};
+use crate::setters::subspace_config;
 
 /// [`GaLore`] configuration. Defaults are the reference's (`galore-torch` 1.0 `GaLoreAdamW`).
 ///
@@ -43,8 +43,7 @@ pub struct GaLoreConfig {
     pub adam: AdamParams,
 }
 
-subspace_setters!(GaLoreConfig);
-adam_setters!(GaLoreConfig);
+subspace_config!(GaLoreConfig);
 
 impl GaLoreConfig {
     /// Checks every field, naming the first invalid one.
@@ -64,12 +63,6 @@ impl GaLoreConfig {
         };
         SubspaceOptimizer::new(self.subspace.clone(), rule)
     }
-
-    /// A `ModuleOptimizer` with GaLore on every parameter: every matrix projected, every other
-    /// tensor on the same Adam unprojected.
-    pub fn init(&self) -> crate::Result<ModuleOptimizer> {
-        Ok(ModuleOptimizer::from(self.build()?))
-    }
 }
 
 /// GaLore-AdamW, step for step as `galore-torch`'s `GaLoreAdamW`.
@@ -79,9 +72,6 @@ impl GaLoreConfig {
 /// then `W -= lr * wd * W`. Tensors of any other rank get the same Adam math unprojected and
 /// unscaled.
 pub type GaLore = SubspaceOptimizer<GaLoreRule>;
-
-/// Per-parameter [`GaLore`] state.
-pub type GaLoreState<const D: usize> = super::SubspaceState<D>;
 
 /// GaLore's update rule (see [`GaLore`]).
 #[derive(Clone, Debug)]

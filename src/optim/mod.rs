@@ -16,11 +16,21 @@ pub mod galore;
 mod scaling;
 mod subspace;
 
-pub use apollo::{Apollo, ApolloConfig, ApolloRule, ApolloState};
-pub use fira::{Fira, FiraConfig, FiraRule, FiraState};
-pub use frugal::{Frugal, FrugalConfig, FrugalRule, FrugalState, Residual};
-pub use galore::{GaLore, GaLoreConfig, GaLoreRule, GaLoreState};
+pub use apollo::{Apollo, ApolloConfig, ApolloRule};
+pub use fira::{Fira, FiraConfig, FiraRule};
+pub use frugal::{Frugal, FrugalConfig, FrugalRule, Residual};
+pub use galore::{GaLore, GaLoreConfig, GaLoreRule};
 pub use scaling::ScaleGranularity;
 pub use subspace::{
-    MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, SubspaceState, WeightDecay,
+    DenseUpdate, MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, SubspaceState,
+    WeightDecay,
 };
+
+/// Per-parameter [`GaLore`] state.
+pub type GaLoreState<const D: usize> = SubspaceState<D>;
+/// Per-parameter [`Fira`] state: GaLore's plus the limiter's previous norm.
+pub type FiraState<const D: usize> = SubspaceState<D>;
+/// Per-parameter [`Frugal`] state (moments are `None` while a block is state-free).
+pub type FrugalState<const D: usize> = SubspaceState<D>;
+/// Per-parameter [`Apollo`] state: projected moments plus the limiter's previous norm.
+pub type ApolloState<const D: usize> = SubspaceState<D>;

@@ -25,14 +25,13 @@ pub enum ScaleGranularity {
 impl ScaleGranularity {
     /// The value of a recipe's `scaling` key: `channel` (or `column`), `tensor` (or `matrix`).
     pub(crate) fn from_key(value: &str) -> crate::Result<Self> {
-        let options = [
-            ("channel", Self::Channel),
-            ("column", Self::Channel),
-            ("tensor", Self::Tensor),
-            ("matrix", Self::Tensor),
-        ];
+        let value = match value {
+            "column" => "channel",
+            "matrix" => "tensor",
+            other => other,
+        };
         let expected = "one of channel (column), tensor (matrix)";
-        crate::recipe::choose("scaling", value, &options, expected)
+        crate::recipe::variant("scaling", value, expected)
     }
 }
 

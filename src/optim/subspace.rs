@@ -59,6 +59,9 @@ pub struct MatrixStep {
     pub limiter: Option<Tensor<1>>,
 }
 
+/// What a full-size rule returns: the update and the new moments.
+pub type DenseUpdate<const D: usize> = (Tensor<D>, Moments<D>);
+
 /// What a matrix rule returns.
 pub struct MatrixUpdate {
     /// Subtracted from the weights (learning rate included), before or after weight decay.
@@ -92,13 +95,8 @@ pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
 
     /// The update of a tensor kept at full size (every rank but 2; FRUGAL's state-full blocks),
     /// with its new full-size moments: by default Adam of the HF/GaLore convention, unscaled.
-    fn dense<const D: usize>(
-        &self,
-        lr: f64,
-        grad: Tensor<D>,
-        moments: Moments<D>,
-    ) -> (Tensor<D>, Moments<D>) {
-        self.adam().hyper().hf_update(lr, grad, moments)
+    fn dense<const D: usize>(&self, lr: f64, grad: Tensor<D>, m: Moments<D>) -> DenseUpdate<D> {
+        self.adam().hyper().hf_update(lr, grad, m)
     }
 
     /// The update of a tensor that keeps no state this period (FRUGAL's state-free blocks);

@@ -27,7 +27,6 @@ pub(crate) mod svd;
 
 pub use basis::Basis;
 pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
-pub(crate) use manager::subspace_setters;
 pub use manager::{leading_cosine, BlockStep, Prepared, SubspaceConfig, SubspaceManager};
 pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMatrix};
 

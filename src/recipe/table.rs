@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use crate::adam::AdamParams;
 use crate::error::{Error, Result};
-use crate::projection::{DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod};
 use crate::SubspaceConfig;
 
 /// An optimizer's table of a recipe, with the readers its config needs.
@@ -55,22 +54,31 @@ struct AdamKeys {
     weight_decay: Option<f32>,
 }
 
-/// `value` looked up in `options`, or a typed error naming `field` and listing the choices.
-pub(crate) fn choose<T: Copy>(
+/// The variant of a Burn `Config` enum that `value` names in snake case (`reverse_std` is
+/// `ReverseStd`), or a typed error naming `field` and listing the choices (`expected`).
+pub(crate) fn variant<T: DeserializeOwned>(
     field: &'static str,
     value: &str,
-    options: &[(&str, T)],
     expected: &'static str,
 ) -> Result<T> {
-    options
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| Error::InvalidConfig {
-            field,
-            value: format!("\"{value}\""),
-            expected,
+    let invalid = || Error::InvalidConfig {
+        field,
+        value: format!("\"{value}\""),
+        expected,
+    };
+    let snake = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if value.is_empty() || !value.chars().all(snake) {
+        return Err(invalid());
+    }
+    let camel: String = (value.split('_'))
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
         })
+        .collect();
+    T::deserialize(toml::Value::String(camel)).map_err(|_| invalid())
 }
 
 impl Table {
@@ -143,55 +151,26 @@ impl Table {
 
     /// Applies the subspace keys onto `c`.
     fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
-        use ProjectionMethod as P;
         let k: SubspaceKeys = self.read(|k| fields::<SubspaceKeys>().contains(&k))?;
         c.rank = k.rank.unwrap_or(c.rank);
         c.update_proj_gap = k.update_proj_gap.unwrap_or(c.update_proj_gap);
         if let Some(v) = &k.proj_type {
-            let options = [
-                ("std", ProjType::Std),
-                ("reverse_std", ProjType::ReverseStd),
-                ("left", ProjType::Left),
-                ("right", ProjType::Right),
-                ("full", ProjType::Full),
-            ];
             let expected = "one of std, reverse_std, left, right, full";
-            c.proj_type = choose("proj_type", v, &options, expected)?;
+            c.proj_type = variant("proj_type", v, expected)?;
         }
         if let Some(v) = &k.projection {
-            let options = [
-                ("svd", P::Svd),
-                ("randomized", P::Randomized),
-                ("dct", P::Dct),
-                ("gaussian", P::Gaussian),
-                ("random_orthogonal", P::RandomOrthogonal),
-                ("coordinates", P::Coordinates),
-                ("block", P::Block),
-            ];
             let expected = "one of svd, randomized, dct, gaussian, random_orthogonal, \
                             coordinates, block (frugal only)";
-            c.projection = choose("projection", v, &options, expected)?;
+            c.projection = variant("projection", v, expected)?;
         }
         if let Some(v) = &k.moment_policy {
-            let options = [
-                ("keep", MomentPolicy::Keep),
-                ("reset", MomentPolicy::Reset),
-                ("rotate", MomentPolicy::Rotate),
-            ];
-            let expected = "one of keep, reset, rotate";
-            c.moment_policy = choose("moment_policy", v, &options, expected)?;
+            c.moment_policy = variant("moment_policy", v, "one of keep, reset, rotate")?;
         }
         if let Some(v) = &k.dct_norm {
-            let options = [("l1", DctNorm::L1), ("l2", DctNorm::L2)];
-            c.dct_norm = choose("dct_norm", v, &options, "one of l1, l2")?;
+            c.dct_norm = variant("dct_norm", v, "one of l1, l2")?;
         }
         if let Some(v) = &k.dct_scoring {
-            let options = [
-                ("auto", DctScoring::Auto),
-                ("fft", DctScoring::Fft),
-                ("matmul", DctScoring::Matmul),
-            ];
-            c.dct_scoring = choose("dct_scoring", v, &options, "one of auto, fft, matmul")?;
+            c.dct_scoring = variant("dct_scoring", v, "one of auto, fft, matmul")?;
         }
         c.oversample = k.oversample.unwrap_or(c.oversample);
         c.power_iters = k.power_iters.unwrap_or(c.power_iters);

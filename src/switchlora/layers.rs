@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::matrix::cast_rank;
 
-use crate::groups::SWITCHLORA_CONTAINER as CONTAINER;
+use crate::groups::{ModulePath, SWITCHLORA_CONTAINER as CONTAINER};
 
 /// One parameter of a layer: its id and current value.
 #[derive(Clone, Debug)]
@@ -53,23 +53,19 @@ pub(crate) fn find_layers<M: Module>(model: &M) -> Vec<LayerParts> {
 
 #[derive(Default)]
 struct Finder {
-    stack: Vec<(String, String)>,
+    path: ModulePath,
     layers: Vec<LayerParts>,
 }
 
 impl Finder {
     /// The layer owning the field being visited, and the field's name, if it is a layer's.
     fn current(&mut self) -> Option<(&mut LayerParts, String)> {
-        let (field, container) = self.stack.last()?;
+        let (field, container) = self.path.field()?;
         if container != CONTAINER {
             return None;
         }
-        let field = field.clone();
-        let path = self.stack[..self.stack.len() - 1]
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
+        let field = field.to_string();
+        let path = self.path.dotted(self.path.depth() - 1);
         if self.layers.last().is_none_or(|l| l.path != path) {
             self.layers.push(LayerParts {
                 path,
@@ -82,12 +78,11 @@ impl Finder {
 
 impl ModuleVisitor for Finder {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -12,10 +12,11 @@ use super::layers::find_layers;
 use super::linear::{Adapter, CandidatePlacement};
 use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
-use crate::adam::{adam_setters, decay, AdamHyper, AdamParams, Moments};
+use crate::adam::{decay, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
 use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank, log_skip};
-use crate::recipe::{choose, Table};
+use crate::recipe::{variant, Table};
+use crate::setters::adam_setters;
 use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
@@ -138,16 +139,10 @@ impl SwitchLoraConfig {
         c.validate()?;
         let rank = keys.rank.unwrap_or(128);
         crate::error::check::positive_count("rank", rank)?;
-        let options = [
-            ("host", CandidatePlacement::Host),
-            ("device", CandidatePlacement::Device),
-        ];
-        let candidates = keys
-            .candidates
-            .as_deref()
-            .map_or(Ok(CandidatePlacement::Host), |v| {
-                choose("candidates", v, &options, "one of host, device")
-            })?;
+        let candidates = match &keys.candidates {
+            Some(v) => variant("candidates", v, "one of host, device")?,
+            None => CandidatePlacement::Host,
+        };
         Ok((c, Adapter { rank, candidates }))
     }
 }
