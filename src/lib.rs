@@ -68,6 +68,7 @@ pub mod recipe;
 mod rng;
 mod setters;
 pub mod switchlora;
+mod table;
 
 pub use error::{Error, Result};
 pub use groups::{MatrixOptimizer, ParamInfo, ParamRole, Router};

@@ -40,51 +40,20 @@
 //! A subspace optimizer joins the recipes by implementing [`RecipeTable`] beside its config
 //! and taking one line in the registry below.
 
-mod table;
+mod file;
 
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamW, AdamWConfig, ModuleOptimizer};
-use serde::Deserialize;
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 use crate::groups::{ParamInfo, Router};
-use crate::memory::{MemoryReport, StateFootprint};
+use crate::memory::MemoryReport;
 use crate::optim::{ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig};
-use crate::optim::{SubspaceOptimizer, SubspaceRule};
 use crate::switchlora::{Adapter, AdapterFootprint, SwitchLoraConfig, Switcher};
-pub(crate) use table::variant;
-pub use table::Table;
-
-/// A subspace optimizer's config as a recipe table.
-pub trait RecipeTable: Sized {
-    /// The optimizer's name in `optimizer = "..."`, and its table's.
-    const NAME: &'static str;
-    /// The config: defaults overridden by the table's keys.
-    fn from_table(table: &Table) -> Result<Self>;
-    /// The validated optimizer, ready to be routed onto a model.
-    fn routed(&self) -> Result<Box<dyn Routed>>;
-}
-
-/// A built subspace optimizer whatever its rule: routed onto a model, counted from shapes.
-pub trait Routed: StateFootprint {
-    /// The `ModuleOptimizer` with this optimizer on `router`'s matrices of a model with
-    /// `params`, `dense` on the rest.
-    fn route(&self, params: &[ParamInfo], router: &Router, dense: AdamW)
-        -> Result<ModuleOptimizer>;
-}
-
-impl<R: SubspaceRule> Routed for SubspaceOptimizer<R> {
-    fn route(
-        &self,
-        params: &[ParamInfo],
-        router: &Router,
-        dense: AdamW,
-    ) -> Result<ModuleOptimizer> {
-        router.route(params, self.clone(), dense)
-    }
-}
+pub use crate::table::{RecipeTable, Routed, Table};
+pub use file::DenseSection;
 
 type Reader = fn(&Table) -> Result<Box<dyn Routed>>;
 
@@ -102,30 +71,6 @@ const REGISTRY: [(&str, Reader); 4] = [
 
 /// Burn's AdamW on every parameter: the baseline, with no table of its own.
 const ADAMW: &str = "adamw";
-
-/// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct DenseSection {
-    pub beta_1: Option<f32>,
-    pub beta_2: Option<f32>,
-    pub epsilon: Option<f32>,
-    pub weight_decay: Option<f32>,
-}
-
-/// The top-level keys.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    #[serde(default)]
-    name: String,
-    optimizer: String,
-    lr: f64,
-    warmup_fraction: Option<f64>,
-    min_lr_fraction: Option<f64>,
-    grad_clip: Option<f64>,
-}
 
 /// A parsed optimizer recipe.
 ///
@@ -197,47 +142,9 @@ impl Recipe {
     }
 
     fn read(text: &str) -> Result<Self> {
-        let syntax = |e: toml::de::Error| Error::Recipe {
-            file: "the recipe".into(),
-            reason: e.message().to_string(),
-        };
-        let mut top: toml::Table = toml::from_str(text).map_err(syntax)?;
-        let dense: DenseSection = match top.remove("dense") {
-            Some(v) => v.try_into().map_err(syntax)?,
-            None => DenseSection::default(),
-        };
-        let names = REGISTRY.map(|(name, _)| name);
-        let tables: Vec<(&str, toml::Value)> = (names.iter().chain([&SwitchLoraConfig::NAME]))
-            .filter_map(|name| top.remove(*name).map(|v| (*name, v)))
-            .collect();
-        let header: Header = toml::Value::Table(top).try_into().map_err(syntax)?;
-        let known = names.contains(&header.optimizer.as_str())
-            || [ADAMW, SwitchLoraConfig::NAME].contains(&header.optimizer.as_str());
-        if !known {
-            return Err(Error::InvalidConfig {
-                field: "optimizer",
-                value: format!("\"{}\"", header.optimizer),
-                expected: "one of adamw, galore, fira, frugal, apollo, switchlora",
-            });
-        }
-        let mut table = Table::new(&header.optimizer, toml::Table::new());
-        for (name, value) in tables {
-            match value {
-                toml::Value::Table(keys) if name == header.optimizer => {
-                    table = Table::new(name, keys)
-                }
-                _ => {
-                    return Err(Error::InvalidConfig {
-                        field: "optimizer",
-                        value: format!(
-                            "a [{name}] table with optimizer = \"{}\"",
-                            header.optimizer
-                        ),
-                        expected: "only the table named like `optimizer`",
-                    })
-                }
-            }
-        }
+        let names: Vec<&str> = REGISTRY.iter().map(|(name, _)| *name).collect();
+        let known = [&[ADAMW, SwitchLoraConfig::NAME][..], &names].concat();
+        let (header, table, dense) = file::split(text, &known)?;
         Ok(Self {
             name: header.name,
             optimizer: header.optimizer,
@@ -251,26 +158,13 @@ impl Recipe {
     }
 
     fn validate(&self) -> Result<()> {
-        check::positive("lr", self.lr)?;
-        if let Some(w) = self.warmup_fraction {
-            check::unit_interval("warmup_fraction", w)?;
-        }
-        if let Some(f) = self.min_lr_fraction {
-            check::non_negative("min_lr_fraction", f)?;
-        }
-        if let Some(c) = self.grad_clip {
-            check::positive("grad_clip", c)?;
-        }
-        let d = &self.dense;
-        for (field, beta) in [("dense.beta_1", d.beta_1), ("dense.beta_2", d.beta_2)] {
-            beta.map_or(Ok(()), |v| check::unit_interval(field, v as f64))?;
-        }
-        for (field, value) in [
-            ("dense.epsilon", d.epsilon),
-            ("dense.weight_decay", d.weight_decay),
-        ] {
-            value.map_or(Ok(()), |v| check::non_negative(field, v as f64))?;
-        }
+        file::check_schedule(
+            self.lr,
+            self.warmup_fraction,
+            self.min_lr_fraction,
+            self.grad_clip,
+        )?;
+        self.dense.validate()?;
         match self.optimizer.as_str() {
             ADAMW => Ok(()),
             SwitchLoraConfig::NAME => self.switchlora_config(1).map(drop),
@@ -298,7 +192,7 @@ impl Recipe {
             .ok_or(Error::InvalidConfig {
                 field: "optimizer",
                 value: format!("\"{}\"", self.optimizer),
-                expected: "a subspace optimizer (galore, fira, frugal, apollo)",
+                expected: "a subspace optimizer of the registry",
             })?;
         read(&self.table)
     }
@@ -319,11 +213,7 @@ impl Recipe {
 
     /// The AdamW config of the dense parameters.
     pub fn adamw_config(&self) -> AdamWConfig {
-        let (d, c) = (&self.dense, AdamWConfig::new());
-        let c = d.beta_1.map_or(c.clone(), |v| c.with_beta_1(v));
-        let c = d.beta_2.map_or(c.clone(), |v| c.with_beta_2(v));
-        let c = d.epsilon.map_or(c.clone(), |v| c.with_epsilon(v));
-        d.weight_decay.map_or(c.clone(), |v| c.with_weight_decay(v))
+        self.dense.adamw()
     }
 
     /// The optimizer for `module` and, for SwitchLoRA, its switcher (`total_steps` sets the
@@ -343,32 +233,6 @@ impl Recipe {
         Ok((optim, Some(switcher)))
     }
 
-    /// Rejects a rank above `min(m, n)` of a routed matrix (the optimizers themselves clamp
-    /// it): in a recipe it is a mistake worth naming.
-    fn check_rank(&self, params: &[ParamInfo], router: &Router) -> Result<()> {
-        let Some(rank) = self.table.get("rank").and_then(|v| v.as_integer()) else {
-            return Ok(());
-        };
-        if self.table.has("rho") {
-            return Ok(());
-        }
-        let routed = params.iter().filter(|p| router.is_projected(p));
-        for p in routed {
-            let smaller = p.shape[0].min(p.shape[1]);
-            if rank as usize > smaller {
-                return Err(Error::InvalidConfig {
-                    field: "rank",
-                    value: format!(
-                        "{rank} (the {:?} matrix {} has min(m, n) = {smaller})",
-                        p.shape, p.path
-                    ),
-                    expected: "at most the smaller side of every projected matrix",
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// The optimizer for `module`: the recipe's optimizer on what `router` routes, AdamW on
     /// the rest. A `rank` larger than a routed matrix is an error naming the matrix.
     pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
@@ -382,7 +246,7 @@ impl Recipe {
             }),
             _ => {
                 let params = ParamInfo::collect(module);
-                self.check_rank(&params, router)?;
+                self.table.check_rank(&params, router)?;
                 self.subspace_optimizer()?.route(&params, router, dense)
             }
         }

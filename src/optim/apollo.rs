@@ -9,8 +9,8 @@ use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule}
 use crate::adam::AdamParams;
 use crate::error::check;
 use crate::projection::{ProjectionMethod, SubspaceConfig};
-use crate::recipe::{RecipeTable, Routed, Table};
 use crate::setters::subspace_config;
+use crate::table::{RecipeTable, Routed, Table};
 
 /// [`Apollo`] configuration. Defaults are the reference's (`apollo-torch` 1.0.3 `APOLLOAdamW`
 /// with its README's APOLLO settings): seeded Gaussian projection refreshed every 200 steps,

@@ -8,8 +8,8 @@ use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule}
 use crate::adam::AdamParams;
 use crate::error::check;
 use crate::projection::SubspaceConfig;
-use crate::recipe::{RecipeTable, Routed, Table};
 use crate::setters::subspace_config;
+use crate::table::{RecipeTable, Routed, Table};
 
 /// [`Fira`] configuration. Defaults are the reference's (`fira` 1.0.2 `FiraAdamW`).
 ///

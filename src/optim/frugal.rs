@@ -11,8 +11,8 @@ use crate::adam::{AdamParams, Moments};
 use crate::error::{check, Error};
 use crate::matrix::fast_sign;
 use crate::projection::{MomentPolicy, ProjectionMethod, SubspaceConfig};
-use crate::recipe::{variant, RecipeTable, Routed, Table};
 use crate::setters::subspace_config;
+use crate::table::{variant, RecipeTable, Routed, Table};
 
 /// The update FRUGAL gives the part of the gradient outside the state-full subspace.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]

@@ -31,7 +31,7 @@ impl ScaleGranularity {
             other => other,
         };
         let expected = "one of channel (column), tensor (matrix)";
-        crate::recipe::variant("scaling", value, expected)
+        crate::table::variant("scaling", value, expected)
     }
 }
 

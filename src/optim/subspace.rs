@@ -156,8 +156,45 @@ pub struct SubspaceOptimizer<R> {
 }
 
 impl<R: SubspaceRule> SubspaceOptimizer<R> {
-    /// The optimizer for a validated subspace config and rule.
-    pub(crate) fn new(subspace: SubspaceConfig, rule: R) -> Result<Self> {
+    /// The optimizer running `rule` on the subspaces `subspace` describes, or the invalid
+    /// field named. This is how a new optimizer is made: its rule is all it writes.
+    ///
+    /// ```
+    /// use burn::optim::Optimizer;
+    /// use burn::tensor::{Device, Tensor};
+    /// use lowrank_optim::adam::AdamParams;
+    /// use lowrank_optim::optim::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
+    /// use lowrank_optim::SubspaceConfig;
+    ///
+    /// /// Plain SGD through the subspace: `W -= lr back(project(G))`; other tensors get Adam.
+    /// #[derive(Clone, Debug)]
+    /// struct ProjectedSgd {
+    ///     adam: AdamParams,
+    /// }
+    ///
+    /// impl SubspaceRule for ProjectedSgd {
+    ///     fn adam(&self) -> &AdamParams {
+    ///         &self.adam
+    ///     }
+    ///     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
+    ///         let prepared = step.prepared;
+    ///         let update = prepared.subspace.project_back(prepared.low_grad.mul_scalar(lr));
+    ///         MatrixUpdate { update, moments: prepared.moments, limiter: None }
+    ///     }
+    /// }
+    ///
+    /// let rule = ProjectedSgd { adam: AdamParams::new() };
+    /// let optim = SubspaceOptimizer::new(SubspaceConfig::new().with_rank(2), rule)?;
+    /// let device = Device::default();
+    /// let (w, g) = (Tensor::<2>::ones([6, 4], &device), Tensor::<2>::ones([6, 4], &device));
+    /// let (w, state) = optim.step(0.1, w, g, None);
+    /// assert_eq!(state.unwrap().step, 1);
+    /// // The all-ones gradient lies in its own top singular subspace: W = 1 - 0.1.
+    /// let first: f32 = w.slice([0..1, 0..1]).into_scalar();
+    /// assert!((first - 0.9).abs() < 1e-5);
+    /// # Ok::<(), lowrank_optim::Error>(())
+    /// ```
+    pub fn new(subspace: SubspaceConfig, rule: R) -> Result<Self> {
         if subspace.projection == ProjectionMethod::Block && !R::UPDATES_STATE_FREE {
             return Err(Error::InvalidConfig {
                 field: "projection",

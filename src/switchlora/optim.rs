@@ -15,8 +15,8 @@ use super::switcher::{Switchboard, Switcher};
 use crate::adam::{decay, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
 use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank, log_skip};
-use crate::recipe::{variant, Table};
 use crate::setters::adam_setters;
+use crate::table::{variant, Table};
 use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the

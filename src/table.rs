@@ -1,13 +1,47 @@
-//! One optimizer table of a recipe (`[galore]`, `[fira]`, ...) and the keys every subspace
-//! optimizer shares: subspace keys and Adam keys are read here once, each optimizer reads its
-//! own keys (from a struct with `deny_unknown_fields`, so a stray key is named in the error).
+//! One optimizer table of a [recipe](crate::recipe) (`[galore]`, `[fira]`, ...) and how a
+//! config reads it: the subspace and Adam keys every subspace optimizer shares are read here
+//! once, each optimizer reads its own keys (from a struct with `deny_unknown_fields`, so a
+//! stray key is named in the error) in its [`RecipeTable`] implementation.
 
+use burn::optim::{AdamW, ModuleOptimizer};
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Deserialize;
 
 use crate::adam::AdamParams;
 use crate::error::{Error, Result};
+use crate::groups::{MatrixOptimizer, ParamInfo, Router};
+use crate::memory::StateFootprint;
 use crate::SubspaceConfig;
+
+/// A subspace optimizer's config as a recipe table.
+pub trait RecipeTable: Sized {
+    /// The optimizer's name in `optimizer = "..."`, and its table's.
+    const NAME: &'static str;
+    /// The config: defaults overridden by the table's keys.
+    fn from_table(table: &Table) -> Result<Self>;
+    /// The validated optimizer, ready to be routed onto a model.
+    fn routed(&self) -> Result<Box<dyn Routed>>;
+}
+
+/// A projected optimizer whatever its type (what a recipe builds): routed onto a model,
+/// counted from shapes.
+pub trait Routed: StateFootprint {
+    /// The `ModuleOptimizer` with this optimizer on `router`'s matrices of a model with
+    /// `params`, `dense` on the rest.
+    fn route(&self, params: &[ParamInfo], router: &Router, dense: AdamW)
+        -> Result<ModuleOptimizer>;
+}
+
+impl<P: MatrixOptimizer + StateFootprint> Routed for P {
+    fn route(
+        &self,
+        params: &[ParamInfo],
+        router: &Router,
+        dense: AdamW,
+    ) -> Result<ModuleOptimizer> {
+        router.route(params, self.clone(), dense)
+    }
+}
 
 /// An optimizer's table of a recipe, with the readers its config needs.
 ///
@@ -121,12 +155,48 @@ impl Table {
     pub(crate) fn own<T: DeserializeOwned>(&self) -> Result<T> {
         let (subspace, adam) = (fields::<SubspaceKeys>(), fields::<AdamKeys>());
         self.read(|k| !subspace.contains(&k) && !adam.contains(&k))
+            .map_err(|e| match e {
+                Error::Recipe { file, reason } => Error::Recipe {
+                    file,
+                    reason: format!(
+                        "{reason}, or a subspace key ({}), or an Adam key ({})",
+                        subspace.join(", "),
+                        adam.join(", ")
+                    ),
+                },
+                other => other,
+            })
     }
 
     /// Every key but the Adam ones (for a table without subspace keys).
     pub(crate) fn all_but_adam<T: DeserializeOwned>(&self) -> Result<T> {
         let adam = fields::<AdamKeys>();
         self.read(|k| !adam.contains(&k))
+    }
+
+    /// Rejects a `rank` above `min(m, n)` of a routed matrix (the optimizers themselves clamp
+    /// it): in a recipe it is a mistake worth naming. A density (`rho`) sets no fixed rank.
+    pub(crate) fn check_rank(&self, params: &[ParamInfo], router: &Router) -> Result<()> {
+        let Some(rank) = self.get("rank").and_then(|v| v.as_integer()) else {
+            return Ok(());
+        };
+        if self.has("rho") {
+            return Ok(());
+        }
+        for p in params.iter().filter(|p| router.is_projected(p)) {
+            let smaller = p.shape[0].min(p.shape[1]);
+            if rank as usize > smaller {
+                return Err(Error::InvalidConfig {
+                    field: "rank",
+                    value: format!(
+                        "{rank} (the {:?} matrix {} has min(m, n) = {smaller})",
+                        p.shape, p.path
+                    ),
+                    expected: "at most the smaller side of every projected matrix",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Applies the Adam keys onto `adam`.

@@ -1,0 +1,114 @@
+//! A recipe file's layout: the top-level keys, the one optimizer table named like `optimizer`,
+//! and the `[dense]` table; every other key or table is an error naming it.
+
+use burn::optim::AdamWConfig;
+use serde::Deserialize;
+
+use crate::error::{check, Error, Result};
+use crate::table::Table;
+
+/// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DenseSection {
+    pub beta_1: Option<f32>,
+    pub beta_2: Option<f32>,
+    pub epsilon: Option<f32>,
+    pub weight_decay: Option<f32>,
+}
+
+impl DenseSection {
+    /// Burn's AdamW config with the values this table sets.
+    pub(crate) fn adamw(&self) -> AdamWConfig {
+        let c = AdamWConfig::new();
+        let c = self.beta_1.map_or(c.clone(), |v| c.with_beta_1(v));
+        let c = self.beta_2.map_or(c.clone(), |v| c.with_beta_2(v));
+        let c = self.epsilon.map_or(c.clone(), |v| c.with_epsilon(v));
+        self.weight_decay
+            .map_or(c.clone(), |v| c.with_weight_decay(v))
+    }
+
+    /// Checks every value set, naming it `dense.<key>`.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (field, beta) in [("dense.beta_1", self.beta_1), ("dense.beta_2", self.beta_2)] {
+            beta.map_or(Ok(()), |v| check::unit_interval(field, v as f64))?;
+        }
+        let rest = [
+            ("dense.epsilon", self.epsilon),
+            ("dense.weight_decay", self.weight_decay),
+        ];
+        for (field, value) in rest {
+            value.map_or(Ok(()), |v| check::non_negative(field, v as f64))?;
+        }
+        Ok(())
+    }
+}
+
+/// The top-level keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Header {
+    #[serde(default)]
+    pub name: String,
+    pub optimizer: String,
+    pub lr: f64,
+    pub warmup_fraction: Option<f64>,
+    pub min_lr_fraction: Option<f64>,
+    pub grad_clip: Option<f64>,
+}
+
+/// Checks the schedule hints of the top level.
+pub(crate) fn check_schedule(
+    lr: f64,
+    warmup_fraction: Option<f64>,
+    min_lr_fraction: Option<f64>,
+    grad_clip: Option<f64>,
+) -> Result<()> {
+    check::positive("lr", lr)?;
+    warmup_fraction.map_or(Ok(()), |w| check::unit_interval("warmup_fraction", w))?;
+    min_lr_fraction.map_or(Ok(()), |f| check::non_negative("min_lr_fraction", f))?;
+    grad_clip.map_or(Ok(()), |c| check::positive("grad_clip", c))
+}
+
+/// Splits a recipe's text into its top level, its optimizer's table and its `[dense]` table;
+/// `optimizers` are the names `optimizer` may take (each may have a table).
+pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<(Header, Table, DenseSection)> {
+    let syntax = |e: toml::de::Error| Error::Recipe {
+        file: "the recipe".into(),
+        reason: e.message().to_string(),
+    };
+    let mut top: toml::Table = toml::from_str(text).map_err(syntax)?;
+    let dense: DenseSection = match top.remove("dense") {
+        Some(v) => v.try_into().map_err(syntax)?,
+        None => DenseSection::default(),
+    };
+    let tables: Vec<(&str, toml::Value)> = (optimizers.iter())
+        .filter_map(|name| top.remove(*name).map(|v| (*name, v)))
+        .collect();
+    let header: Header = toml::Value::Table(top).try_into().map_err(syntax)?;
+    if !optimizers.contains(&header.optimizer.as_str()) {
+        return Err(Error::Recipe {
+            file: "the recipe".into(),
+            reason: format!(
+                "unknown optimizer \"{}\": one of {}",
+                header.optimizer,
+                optimizers.join(", ")
+            ),
+        });
+    }
+    let mut table = Table::new(&header.optimizer, toml::Table::new());
+    for (name, value) in tables {
+        match value {
+            toml::Value::Table(keys) if name == header.optimizer => table = Table::new(name, keys),
+            _ => {
+                return Err(Error::InvalidConfig {
+                    field: "optimizer",
+                    value: format!("a [{name}] table with optimizer = \"{}\"", header.optimizer),
+                    expected: "only the table named like `optimizer`",
+                })
+            }
+        }
+    }
+    Ok((header, table, dense))
+}
