@@ -46,6 +46,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::groups::{ParamInfo, Router};
@@ -88,9 +89,11 @@ const ADAMW: &str = "adamw";
 /// assert!(Recipe::from_toml_str("typo", "optimizer = 'galore'\nlr = 0.01\nrnak = 3").is_err());
 /// # Ok::<(), lowrank_optim::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// Display name; the file stem when loaded from a file.
+    #[serde(default)]
     pub name: String,
     /// Which optimizer to build: `adamw`, `switchlora` or a subspace optimizer's name.
     pub optimizer: String,
@@ -103,8 +106,10 @@ pub struct Recipe {
     /// Gradient-norm clipping threshold.
     pub grad_clip: Option<f64>,
     /// The optimizer's table (empty when the recipe has none).
+    #[serde(skip)]
     pub table: Table,
     /// AdamW hyperparameters for the dense parameters.
+    #[serde(skip)]
     pub dense: DenseSection,
 }
 
@@ -143,18 +148,10 @@ impl Recipe {
 
     fn read(text: &str) -> Result<Self> {
         let names: Vec<&str> = REGISTRY.iter().map(|(name, _)| *name).collect();
-        let known = [&[ADAMW, SwitchLoraConfig::NAME][..], &names].concat();
-        let (header, table, dense) = file::split(text, &known)?;
-        Ok(Self {
-            name: header.name,
-            optimizer: header.optimizer,
-            lr: header.lr,
-            warmup_fraction: header.warmup_fraction,
-            min_lr_fraction: header.min_lr_fraction,
-            grad_clip: header.grad_clip,
-            table,
-            dense,
-        })
+        file::split(
+            text,
+            &[&[ADAMW, SwitchLoraConfig::NAME][..], &names].concat(),
+        )
     }
 
     fn validate(&self) -> Result<()> {

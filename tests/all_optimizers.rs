@@ -93,12 +93,18 @@ fn cases() -> Vec<Case> {
     out
 }
 
+/// A fresh toy model trained `steps` steps with `case`: the model, its optimizer, the losses.
+fn trained(case: &Case, steps: usize) -> (Toy, ModuleOptimizer, Vec<f32>) {
+    let model = Toy::new(&device());
+    let mut optim = (case.build)(&model);
+    let (model, losses) = train(model, &mut optim, steps, case.lr);
+    (model, optim, losses)
+}
+
 #[test]
 fn every_optimizer_trains_the_toy_model() {
     for case in cases() {
-        let model = Toy::new(&device());
-        let mut optim = (case.build)(&model);
-        let (_, losses) = train(model, &mut optim, 40, case.lr);
+        let (_, _, losses) = trained(&case, 40);
         let (first, last) = (losses[0], *losses.last().unwrap());
         assert!(
             last.is_finite() && last < 0.8 * first,
@@ -145,9 +151,7 @@ fn every_optimizer_resumes_exactly_from_a_saved_record() {
 #[test]
 fn estimated_state_bytes_match_the_saved_record() {
     for case in cases() {
-        let model = Toy::new(&device());
-        let mut optim = (case.build)(&model);
-        let (model, _) = train(model, &mut optim, 2, case.lr);
+        let (model, optim, _) = trained(&case, 2);
         let measured = MemoryReport::measure(&optim, &model).unwrap();
         let estimated = (case.footprint)(&model);
         assert_eq!(measured.params, estimated.params, "{}", case.name);

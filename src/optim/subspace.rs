@@ -424,3 +424,40 @@ impl<R: SubspaceRule> StateFootprint for SubspaceOptimizer<R> {
         F32_BYTES * (2 * projected + self.rule.limiter_floats()) + self.manager.basis_bytes(dims)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two placements against their formulas: PyTorch's `W (1 - lr wd) - U`, Hugging
+    /// Face's `(W - U)(1 - lr wd)`; no update is decay alone.
+    #[test]
+    fn weight_decay_goes_before_or_after_the_update() {
+        let device = Device::default();
+        let (w, u) = (2.0f32, 0.5f32);
+        let (lr, wd) = (0.1f64, 0.3f32);
+        let apply = |placement: WeightDecay, update: Option<f32>| -> f32 {
+            let weights = Tensor::<1>::full([1], w, &device);
+            let update = update.map(|u| Tensor::<1>::full([1], u, &device));
+            placement.apply(lr, wd, weights, update).into_scalar()
+        };
+        let kept = 1.0 - lr * wd as f64;
+        let close = |got: f32, want: f64| (got as f64 - want).abs() < 1e-6;
+        assert!(close(
+            apply(WeightDecay::BeforeUpdate, Some(u)),
+            w as f64 * kept - u as f64
+        ));
+        assert!(close(
+            apply(WeightDecay::AfterUpdate, Some(u)),
+            (w - u) as f64 * kept
+        ));
+        assert!(close(
+            apply(WeightDecay::AfterUpdate, None),
+            w as f64 * kept
+        ));
+        assert!(close(
+            apply(WeightDecay::BeforeUpdate, None),
+            w as f64 * kept
+        ));
+    }
+}

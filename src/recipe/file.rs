@@ -4,6 +4,7 @@
 use burn::optim::AdamWConfig;
 use serde::Deserialize;
 
+use super::Recipe;
 use crate::error::{check, Error, Result};
 use crate::table::Table;
 
@@ -45,19 +46,6 @@ impl DenseSection {
     }
 }
 
-/// The top-level keys.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Header {
-    #[serde(default)]
-    pub name: String,
-    pub optimizer: String,
-    pub lr: f64,
-    pub warmup_fraction: Option<f64>,
-    pub min_lr_fraction: Option<f64>,
-    pub grad_clip: Option<f64>,
-}
-
 /// Checks the schedule hints of the top level.
 pub(crate) fn check_schedule(
     lr: f64,
@@ -71,9 +59,9 @@ pub(crate) fn check_schedule(
     grad_clip.map_or(Ok(()), |c| check::positive("grad_clip", c))
 }
 
-/// Splits a recipe's text into its top level, its optimizer's table and its `[dense]` table;
-/// `optimizers` are the names `optimizer` may take (each may have a table).
-pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<(Header, Table, DenseSection)> {
+/// Reads a recipe's top level, its optimizer's table and its `[dense]` table; `optimizers` are
+/// the names `optimizer` may take (each may have a table).
+pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
     let syntax = |e: toml::de::Error| Error::Recipe {
         file: "the recipe".into(),
         reason: e.message().to_string(),
@@ -86,29 +74,32 @@ pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<(Header, Table, D
     let tables: Vec<(&str, toml::Value)> = (optimizers.iter())
         .filter_map(|name| top.remove(*name).map(|v| (*name, v)))
         .collect();
-    let header: Header = toml::Value::Table(top).try_into().map_err(syntax)?;
-    if !optimizers.contains(&header.optimizer.as_str()) {
+    let mut recipe: Recipe = toml::Value::Table(top).try_into().map_err(syntax)?;
+    if !optimizers.contains(&recipe.optimizer.as_str()) {
         return Err(Error::Recipe {
             file: "the recipe".into(),
             reason: format!(
                 "unknown optimizer \"{}\": one of {}",
-                header.optimizer,
+                recipe.optimizer,
                 optimizers.join(", ")
             ),
         });
     }
-    let mut table = Table::new(&header.optimizer, toml::Table::new());
+    recipe.table = Table::new(&recipe.optimizer, toml::Table::new());
+    recipe.dense = dense;
     for (name, value) in tables {
         match value {
-            toml::Value::Table(keys) if name == header.optimizer => table = Table::new(name, keys),
+            toml::Value::Table(keys) if name == recipe.optimizer => {
+                recipe.table = Table::new(name, keys)
+            }
             _ => {
                 return Err(Error::InvalidConfig {
                     field: "optimizer",
-                    value: format!("a [{name}] table with optimizer = \"{}\"", header.optimizer),
+                    value: format!("a [{name}] table with optimizer = \"{}\"", recipe.optimizer),
                     expected: "only the table named like `optimizer`",
                 })
             }
         }
     }
-    Ok((header, table, dense))
+    Ok(recipe)
 }
