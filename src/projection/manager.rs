@@ -384,12 +384,13 @@ impl SubspaceManager {
             (current, moments.clone())
         };
         let low_grad = current.project(grad.clone());
-        // The whole gradient, not only its projection: a coordinate basis never reads most of
-        // it, and the rules (Fira's, APOLLO's, FRUGAL's residual) use all of it. One read.
-        let finite = grad
-            .is_finite()
-            .all()
-            .bool_and(low_grad.clone().is_finite().all());
+        // A non-finite entry anywhere in the gradient shows in a projection that mixes every
+        // entry; a coordinate basis gathers a few, so the whole gradient is checked with it
+        // (the rules, Fira's, APOLLO's and FRUGAL's residual, use all of it). One read.
+        let mut finite = low_grad.clone().is_finite().all();
+        if !current.projection_sees_every_entry() {
+            finite = finite.bool_and(grad.is_finite().all());
+        }
         if !finite.into_scalar::<bool>() {
             return Err((Some(original), moments));
         }
