@@ -201,7 +201,8 @@ impl Table {
 
     /// Applies the Adam keys onto `adam`.
     pub(crate) fn apply_adam(&self, adam: &mut AdamParams) -> Result<()> {
-        let keys: AdamKeys = self.read(|k| fields::<AdamKeys>().contains(&k))?;
+        let names = fields::<AdamKeys>();
+        let keys: AdamKeys = self.read(|k| names.contains(&k))?;
         adam.beta_1 = keys.beta_1.unwrap_or(adam.beta_1);
         adam.beta_2 = keys.beta_2.unwrap_or(adam.beta_2);
         adam.epsilon = keys.epsilon.unwrap_or(adam.epsilon);
@@ -221,7 +222,8 @@ impl Table {
 
     /// Applies the subspace keys onto `c`.
     fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
-        let k: SubspaceKeys = self.read(|k| fields::<SubspaceKeys>().contains(&k))?;
+        let names = fields::<SubspaceKeys>();
+        let k: SubspaceKeys = self.read(|k| names.contains(&k))?;
         c.rank = k.rank.unwrap_or(c.rank);
         c.update_proj_gap = k.update_proj_gap.unwrap_or(c.update_proj_gap);
         if let Some(v) = &k.proj_type {
