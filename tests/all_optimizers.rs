@@ -11,8 +11,8 @@ use burn::tensor::Tensor;
 use common::toy::{device, train, Toy, VOCAB};
 use common::{tensor, values};
 use lowrank_optim::{
-    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, MemoryReport, ProjectionMethod, Residual,
-    Router, StateFootprint,
+    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, MatrixOptimizer, MemoryReport,
+    ProjectionMethod, Residual, Router, StateFootprint,
 };
 
 const KINDS: [ProjectionMethod; 6] = [
@@ -173,13 +173,16 @@ fn block_mode_keeps_about_rho_of_the_tensors_state_full() {
         .build()
         .unwrap();
     let blocks = 40;
+    // Numbered as a Router numbers the tensors it routes (alike tensors, distinct ordinals).
+    let numbered: Vec<_> = (0..blocks).map(|i| optim.for_matrix(i)).collect();
     let mut states: Vec<Option<lowrank_optim::FrugalState<2>>> = vec![None; blocks];
     let g = tensor(&[0.5; 12], [3, 4]);
     let mut active_sets = Vec::new();
     for step in 0..6 {
         let mut active = Vec::new();
         for (i, state) in states.iter_mut().enumerate() {
-            let (_, next) = optim.step(0.01, tensor(&[0.0; 12], [3, 4]), g.clone(), state.take());
+            let (_, next) =
+                numbered[i].step(0.01, tensor(&[0.0; 12], [3, 4]), g.clone(), state.take());
             let next = next.unwrap();
             if next.moments.is_some() {
                 active.push(i);

@@ -16,7 +16,7 @@ mod common;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
-use common::Dense;
+use common::{Dense, PrepareFirst};
 use lowrank_optim::{ApolloConfig, GaLoreConfig, ProjType, Router};
 
 const RANK: usize = 3;
@@ -178,7 +178,7 @@ fn the_square_attention_weight_keeps_galore_torch_state_shape() {
     let grad = gradient(12, 12, Reduced::Input).to_tensor();
     let prepared = galore
         .manager()
-        .prepare(None, None, grad, 0)
+        .prepare_first(grad)
         .expect("finite gradient");
     assert_eq!(prepared.low_grad.dims(), [RANK, 12]);
     assert_eq!(prepared.moments.dims(), [RANK, 12]);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{captured_fraction, device, with_spectrum, Dense, TestRng};
+use common::{captured_fraction, device, with_spectrum, Dense, PrepareFirst, TestRng};
 use lowrank_optim::adam::Moments;
 use lowrank_optim::projection::{Prepared, Subspace, SubspaceManager};
 use lowrank_optim::{MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig};
@@ -29,7 +29,7 @@ fn manager(rank: usize, proj_type: ProjType, method: ProjectionMethod) -> Subspa
 
 fn prepare(manager: &SubspaceManager, g: &Dense) -> Prepared {
     manager
-        .prepare(None, None, g.to_tensor(), 0)
+        .prepare_first(g.to_tensor())
         .expect("finite gradient")
 }
 
@@ -236,7 +236,7 @@ fn rank_above_the_matrix_size_is_clamped_not_a_panic() {
 /// Steps `manager` through gradients `gs` (moments are fed back untouched) and returns the
 /// subspace after each step.
 fn subspaces_over(manager: &SubspaceManager, gs: &[Dense]) -> Vec<Subspace> {
-    let mut subspace = None;
+    let mut subspace = manager.create([gs[0].rows, gs[0].cols], 0);
     let mut moments = None;
     let mut out = Vec::new();
     for (step, g) in gs.iter().enumerate() {
@@ -244,7 +244,7 @@ fn subspaces_over(manager: &SubspaceManager, gs: &[Dense]) -> Vec<Subspace> {
             .prepare(subspace, moments, g.to_tensor(), step)
             .unwrap();
         out.push(p.subspace.clone());
-        subspace = Some(p.subspace);
+        subspace = p.subspace;
         moments = Some(p.moments);
     }
     out
@@ -269,7 +269,7 @@ fn refresh_happens_at_steps_0_t_2t_like_the_reference() {
     assert_eq!(subspaces.last().unwrap().refreshes, 3);
     // Each refreshed basis is the exact top-3 basis of that step's gradient.
     for step in [0, 3, 6] {
-        let fresh = m.prepare(None, None, gs[step].to_tensor(), 0).unwrap();
+        let fresh = m.prepare_first(gs[step].to_tensor()).unwrap();
         let a = Dense::from_basis(fresh.subspace.right.as_ref().unwrap());
         let b = Dense::from_basis(subspaces[step].right.as_ref().unwrap());
         assert!(a.max_abs_diff(&b) < 1e-5, "step {step}");
@@ -291,7 +291,7 @@ fn refresh_with(
             .with_moment_policy(policy),
     )
     .unwrap();
-    let first = m.prepare(None, None, g1.to_tensor(), 0).unwrap();
+    let first = m.prepare_first(g1.to_tensor()).unwrap();
     let mut rng = TestRng::new(11);
     let [a, b] = first.moments.dims();
     let moments = Moments {
@@ -301,7 +301,7 @@ fn refresh_with(
     };
     let second = m
         .prepare(
-            Some(first.subspace.clone()),
+            first.subspace.clone(),
             Some(moments.clone()),
             g2.to_tensor(),
             5,
@@ -418,17 +418,17 @@ fn a_non_finite_gradient_leaves_the_state_untouched() {
         let mut poisoned = g.clone();
         poisoned.data[7] = bad;
         // First step (refresh from the poisoned gradient) and a later, non-refresh step.
-        assert!(m.prepare(None, None, poisoned.to_tensor(), 0).is_err());
-        let ok = m.prepare(None, None, g.to_tensor(), 0).unwrap();
+        assert!(m.prepare_first(poisoned.to_tensor()).is_err());
+        let ok = m.prepare_first(g.to_tensor()).unwrap();
         let (sub, moments) = m
             .prepare(
-                Some(ok.subspace.clone()),
+                ok.subspace.clone(),
                 Some(ok.moments.clone()),
                 poisoned.to_tensor(),
                 1,
             )
             .unwrap_err();
-        assert_eq!(sub.unwrap().refreshes, 1);
+        assert_eq!(sub.refreshes, 1);
         assert_eq!(moments.unwrap().step, 0);
     }
 }

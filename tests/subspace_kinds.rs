@@ -5,7 +5,7 @@ mod common;
 
 use burn::optim::RecordState;
 use burn::optim::{StateSink, StateSource};
-use common::{device, Dense, TestRng};
+use common::{device, Dense, PrepareFirst, TestRng};
 use lowrank_optim::adam::Moments;
 use lowrank_optim::projection::{
     dct_matrix, fast_dct_scores, Basis, DctNorm, DctScoring, Subspace, SubspaceManager,
@@ -84,7 +84,7 @@ fn dct_refresh_keeps_the_best_aligned_columns_on_both_sides() {
             for (m, n) in [(24, 10), (10, 24)] {
                 let g = rng.dense(m, n);
                 let prepared = manager(dct_config(4, scoring, norm))
-                    .prepare(None, None, g.to_tensor(), 0)
+                    .prepare_first(g.to_tensor())
                     .unwrap();
                 let s = &prepared.subspace;
                 let (basis, scores) = match s.side {
@@ -112,7 +112,7 @@ fn dct_refresh_keeps_the_best_aligned_columns_on_both_sides() {
 fn a_dct_subspace_stores_r_integers_and_no_matrix() {
     let g = TestRng::new(8).dense(40, 32);
     let prepared = manager(dct_config(6, DctScoring::Auto, DctNorm::L1))
-        .prepare(None, None, g.to_tensor(), 0)
+        .prepare_first(g.to_tensor())
         .unwrap();
     let mut sink = StateSink::default();
     prepared.subspace.state_flatten("p", &mut sink);
@@ -142,9 +142,7 @@ fn dct_rotate_transports_moments_like_the_dense_reference() {
         .with_update_proj_gap(1);
     let manager = manager(config);
     for (m, n) in [(30, 12), (12, 30)] {
-        let first = manager
-            .prepare(None, None, rng.dense(m, n).to_tensor(), 0)
-            .unwrap();
+        let first = manager.prepare_first(rng.dense(m, n).to_tensor()).unwrap();
         let [a, b] = first.subspace.projected_shape();
         let (m1, v1) = (rng.dense(a, b), rng.dense(a, b).map(|x| x * x));
         let moments = Moments {
@@ -154,7 +152,7 @@ fn dct_rotate_transports_moments_like_the_dense_reference() {
         };
         let second = manager
             .prepare(
-                Some(first.subspace.clone()),
+                first.subspace.clone(),
                 Some(moments),
                 rng.dense(m, n).to_tensor(),
                 1,
@@ -208,7 +206,7 @@ fn coordinate_subspaces_gather_and_scatter() {
     let manager = manager(config);
     for (m, n) in [(16, 12), (12, 16)] {
         let g = rng.dense(m, n);
-        let p = manager.prepare(None, None, g.to_tensor(), 0).unwrap();
+        let p = manager.prepare_first(g.to_tensor()).unwrap();
         let basis = p
             .subspace
             .right
@@ -247,10 +245,11 @@ fn random_bases_differ_per_matrix_and_refresh_but_are_seeded() {
         let g = TestRng::new(1).dense(20, 16).to_tensor();
         let run = || {
             let manager = manager(config.clone());
-            let a = manager.prepare(None, None, g.clone(), 0).unwrap().subspace;
-            let b = manager.prepare(None, None, g.clone(), 0).unwrap().subspace;
+            let a = manager.prepare_first(g.clone()).unwrap().subspace;
+            let other = manager.create(g.dims(), 1);
+            let b = manager.prepare(other, None, g.clone(), 0).unwrap().subspace;
             let a2 = manager
-                .prepare(Some(a.clone()), None, g.clone(), 1)
+                .prepare(a.clone(), None, g.clone(), 1)
                 .unwrap()
                 .subspace;
             [a, b, a2].map(|s| Dense::from_basis(s.right.as_ref().unwrap()))
@@ -296,7 +295,7 @@ fn refresh_gaps(adaptive: bool, grad_at: impl Fn(usize) -> Dense) -> Vec<usize> 
         .with_adaptive_gap(adaptive)
         .with_adaptive_gap_window(2);
     let manager = manager(config);
-    let mut subspace: Option<Subspace> = None;
+    let mut subspace = manager.create([12, 8], 0);
     let mut gaps = Vec::new();
     for step in 0..40 {
         let prepared = manager
@@ -305,7 +304,7 @@ fn refresh_gaps(adaptive: bool, grad_at: impl Fn(usize) -> Dense) -> Vec<usize> 
         if prepared.refreshed {
             gaps.push(prepared.subspace.gap);
         }
-        subspace = Some(prepared.subspace);
+        subspace = prepared.subspace;
     }
     gaps
 }
@@ -362,7 +361,7 @@ fn transient_basis_bytes_are_the_gaussian_matrix_held_on_the_device() {
             let manager =
                 SubspaceManager::new(SubspaceConfig::new().with_rank(3).with_projection(kind))
                     .unwrap();
-            let subspace = manager.prepare(None, None, g.clone(), 0).unwrap().subspace;
+            let subspace = manager.prepare_first(g.clone()).unwrap().subspace;
             let held: usize = [&subspace.left, &subspace.right]
                 .into_iter()
                 .flatten()
@@ -399,7 +398,7 @@ fn blocks_follow_the_moment_policy_and_the_adaptive_gap() {
     };
     for policy in [MomentPolicy::Keep, MomentPolicy::Reset] {
         let manager = SubspaceManager::new(config().with_moment_policy(policy)).unwrap();
-        let mut subspace = manager.create([12, 1]);
+        let mut subspace = manager.create([12, 1], 0);
         let mut moments: Option<Moments<2>> = None;
         for step in 0..3 {
             let block = manager.prepare_block(subspace, moments, &grad, step);
@@ -420,7 +419,7 @@ fn blocks_follow_the_moment_policy_and_the_adaptive_gap() {
     let mut config = config().with_adaptive_gap(true);
     config.adaptive_gap_window = 2;
     let manager = SubspaceManager::new(config).unwrap();
-    let mut subspace = manager.create([12, 1]);
+    let mut subspace = manager.create([12, 1], 0);
     let mut refreshes = vec![];
     for step in 0..12 {
         let before = subspace.refreshes;

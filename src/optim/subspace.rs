@@ -244,12 +244,16 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             limiter,
             step,
         } = state;
+        let subspace = subspace.unwrap_or_else(|| {
+            let ordinal = self.manager.ordinal_of(&weights, &grad);
+            self.manager.create(grad.dims(), ordinal)
+        });
         let prepared = match self.manager.prepare(subspace, moments, grad.clone(), step) {
             Ok(prepared) => prepared,
             Err((subspace, moments)) => {
                 let state = SubspaceState {
                     moments,
-                    subspace,
+                    subspace: Some(subspace),
                     limiter,
                     step,
                 };
@@ -283,10 +287,11 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         grad: Tensor<D>,
         state: SubspaceState<D>,
     ) -> (Tensor<D>, Option<SubspaceState<D>>) {
-        let numel = grad.dims().iter().product();
-        let subspace = state
-            .subspace
-            .unwrap_or_else(|| self.manager.create([numel, 1]));
+        let subspace = state.subspace.unwrap_or_else(|| {
+            let numel = grad.dims().iter().product();
+            let ordinal = self.manager.ordinal_of(&weights, &grad);
+            self.manager.create([numel, 1], ordinal)
+        });
         if !all_finite(&grad) {
             log_skip(&weights.dims());
             let state = SubspaceState {
@@ -361,9 +366,6 @@ impl<R: SubspaceRule> Optimizer for SubspaceOptimizer<R> {
             return (tensor, state);
         }
         let state = state.unwrap_or_else(SubspaceState::empty);
-        if let Some(subspace) = &state.subspace {
-            self.manager.observe(subspace);
-        }
         if self.manager.config().projection == ProjectionMethod::Block {
             return self.step_block(lr, tensor, grad, state);
         }

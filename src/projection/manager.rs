@@ -1,8 +1,7 @@
 //! Per-parameter subspace life cycle: creation, refresh schedule, moment policy at a refresh.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use burn::config::Config;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -111,20 +110,22 @@ pub struct Prepared {
 /// let manager = SubspaceManager::new(SubspaceConfig::new().with_rank(2))?;
 /// let values: Vec<f32> = (0..24).map(|i| ((i * 7) % 5) as f32).collect();
 /// let grad = Tensor::<2>::from_data(TensorData::new(values, [6, 4]), &Device::default());
-/// let prepared = manager.prepare(None, None, grad, 0).expect("finite gradient");
+/// let subspace = manager.create([6, 4], 0);
+/// let prepared = manager.prepare(subspace, None, grad, 0).expect("finite gradient");
 /// assert_eq!(prepared.subspace.side, Side::Right); // 6 >= 4: project the smaller side
 /// assert_eq!(prepared.low_grad.dims(), [6, 2]);
 /// # Ok::<(), lowrank_optim::Error>(())
 /// ```
+///
+/// A manager holds no mutable state: clones of an optimizer (one per data-parallel replica)
+/// and resumed runs draw the same bases for the same matrix, whatever order they meet it in.
 #[derive(Debug, Clone)]
 pub struct SubspaceManager {
     config: SubspaceConfig,
     /// The ordinal of the one matrix this manager serves, when the [`Router`](crate::Router)
-    /// gave each matrix its own (its position among the routed matrices of the model).
+    /// gave each matrix its own (its position among the routed matrices of the model);
+    /// otherwise each matrix is identified by [`fingerprint`].
     fixed_ordinal: Option<usize>,
-    /// Otherwise matrices are numbered in the order they are first seen, past every ordinal
-    /// of a restored state, so each draws its own random bases.
-    next_ordinal: Arc<AtomicUsize>,
 }
 
 /// What [`SubspaceManager::prepare_block`] hands an optimizer for one step of one block.
@@ -148,7 +149,6 @@ impl SubspaceManager {
         Ok(Self {
             config,
             fixed_ordinal: None,
-            next_ordinal: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -162,12 +162,12 @@ impl SubspaceManager {
         }
     }
 
-    /// Notes a restored subspace, so a matrix first seen later is numbered past it.
-    pub fn observe(&self, subspace: &Subspace) {
-        if self.fixed_ordinal.is_none() {
-            self.next_ordinal
-                .fetch_max(subspace.ordinal + 1, Ordering::Relaxed);
-        }
+    /// The ordinal of a tensor first seen with `weights` and `grad`: the one the
+    /// [`Router`](crate::Router) fixed, else the tensor's [`fingerprint`]. Either is the same
+    /// on every replica and in every resumed run.
+    pub fn ordinal_of<const D: usize>(&self, weights: &Tensor<D>, grad: &Tensor<D>) -> usize {
+        self.fixed_ordinal
+            .unwrap_or_else(|| fingerprint(weights, grad))
     }
 
     /// The configuration in use.
@@ -196,8 +196,9 @@ impl SubspaceManager {
         wanted.min(m.min(n))
     }
 
-    /// A fresh subspace for an `m x n` matrix: side chosen and rank clamped, no basis yet.
-    pub fn create(&self, [m, n]: [usize; 2]) -> Subspace {
+    /// A fresh subspace for an `m x n` matrix: side chosen and rank clamped, no basis yet;
+    /// `ordinal` (see [`ordinal_of`](Self::ordinal_of)) seeds its random draws.
+    pub fn create(&self, [m, n]: [usize; 2], ordinal: usize) -> Subspace {
         let rank = self.effective_rank([m, n]);
         if self.config.density.is_none() && rank < self.config.rank {
             let mut logged = CLAMP_LOGGED.lock().unwrap_or_else(|e| e.into_inner());
@@ -218,9 +219,7 @@ impl SubspaceManager {
             gap: self.config.update_proj_gap,
             next_refresh: 0,
             refreshes: 0,
-            ordinal: self
-                .fixed_ordinal
-                .unwrap_or_else(|| self.next_ordinal.fetch_add(1, Ordering::Relaxed)),
+            ordinal,
             aligned_refreshes: 0,
         }
     }
@@ -335,8 +334,7 @@ impl SubspaceManager {
     /// untouched state when the gradient (or its projection) holds a NaN or an infinity, so the
     /// caller can skip the update instead of corrupting the moments.
     ///
-    /// On first sight the `Err` holds the freshly created subspace (no basis yet), so the
-    /// matrix keeps its ordinal.
+    /// On first sight `subspace` is a fresh one from [`create`](Self::create) (no basis yet).
     ///
     /// # Panics
     /// If `subspace` was built for a matrix of another shape (an optimizer record from another
@@ -345,26 +343,23 @@ impl SubspaceManager {
     #[allow(clippy::result_large_err)]
     pub fn prepare(
         &self,
-        subspace: Option<Subspace>,
+        current: Subspace,
         moments: Option<Moments<2>>,
         grad: Tensor<2>,
         step: usize,
-    ) -> core::result::Result<Prepared, (Option<Subspace>, Option<Moments<2>>)> {
+    ) -> core::result::Result<Prepared, (Subspace, Option<Moments<2>>)> {
         assert!(
             self.config.projection != ProjectionMethod::Block,
             "lowrank-optim: block mode is prepared by SubspaceManager::prepare_block"
         );
         let dims = grad.dims();
-        if let Some(s) = &subspace {
-            assert_state_fits("projection state", &[s.rows, s.cols], &dims);
-        }
-        let current = subspace.unwrap_or_else(|| self.create(dims));
+        assert_state_fits("projection state", &[current.rows, current.cols], &dims);
         let refresh = !current.has_basis() || step >= current.next_refresh;
         // Handles are cheap to clone; the originals are handed back if the step is skipped.
         let original = current.clone();
         let (current, transported) = if refresh {
             let Some((left, right)) = self.compute_bases(&current, &grad) else {
-                return Err((Some(current), moments));
+                return Err((current, moments));
             };
             let mut fresh = Subspace {
                 left,
@@ -392,7 +387,7 @@ impl SubspaceManager {
             finite = finite.bool_and(grad.is_finite().all());
         }
         if !finite.into_scalar::<bool>() {
-            return Err((Some(original), moments));
+            return Err((original, moments));
         }
         let moments = transported
             .unwrap_or_else(|| Moments::zeros(current.projected_shape(), &low_grad.device()));
@@ -490,6 +485,32 @@ impl SubspaceManager {
             MomentPolicy::Rotate => rotate(old, new, moments),
         }
     }
+}
+
+/// Identifies a tensor that no [`Router`](crate::Router) numbered, by what every replica and
+/// every resumed run sees identically when an optimizer first meets it: its shape and 16
+/// evenly spaced entries of its weights and of its gradient, read in one small transfer, once
+/// per tensor. (Weights alone would confuse same-shaped tensors initialized alike, zeros for
+/// one; gradients alone, those whose first gradient is zero.) 32 bits wide, so the golden-ratio
+/// block draw of [`SubspaceManager::block_is_active`] keeps its precision.
+pub fn fingerprint<const D: usize>(weights: &Tensor<D>, grad: &Tensor<D>) -> usize {
+    const SAMPLES: usize = 16;
+    let dims = grad.dims();
+    let numel: usize = dims.iter().product();
+    let positions: Vec<i64> = (0..SAMPLES).map(|i| (i * numel / SAMPLES) as i64).collect();
+    let indices =
+        Tensor::<1, Int>::from_data(TensorData::new(positions, [SAMPLES]), &grad.device());
+    let sample = |t: &Tensor<D>| t.clone().reshape([numel]).select(0, indices.clone());
+    let values: Vec<f32> = Tensor::cat(vec![sample(weights), sample(grad)], 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a float tensor converts to f32");
+    let shape = dims.iter().fold(D as u64, |h, &d| mix_seed(h, d as u64));
+    let hash = values
+        .iter()
+        .fold(shape, |h, v| mix_seed(h, u64::from(v.to_bits())));
+    (hash >> 32) as usize
 }
 
 /// `|cos|` between the leading vectors of two subspaces' bases (right side if projected,

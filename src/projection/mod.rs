@@ -27,7 +27,9 @@ pub(crate) mod svd;
 
 pub use basis::Basis;
 pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
-pub use manager::{leading_cosine, BlockStep, Prepared, SubspaceConfig, SubspaceManager};
+pub use manager::{
+    fingerprint, leading_cosine, BlockStep, Prepared, SubspaceConfig, SubspaceManager,
+};
 pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMatrix};
 
 use burn::config::Config;
@@ -255,7 +257,8 @@ pub struct Subspace {
     pub next_refresh: usize,
     /// Number of refreshes so far; with the seed and `ordinal` it determines random bases.
     pub refreshes: usize,
-    /// The order in which the optimizer first saw this matrix: random bases differ per matrix.
+    /// Which matrix this is, for its random draws: its position among the routed matrices, or
+    /// its [`fingerprint`] at first sight (see [`SubspaceManager::ordinal_of`]).
     pub ordinal: usize,
     /// Consecutive refreshes whose leading vector stayed aligned (adaptive gap).
     pub aligned_refreshes: usize,

@@ -220,3 +220,34 @@ pub fn assert_reproduced(a: &[f32], b: &[f32], what: &str) {
         assert!(diff <= 1e-4, "{what}: max difference {diff:e}");
     }
 }
+
+/// [`SubspaceManager::prepare`](lowrank_optim::projection::SubspaceManager::prepare) of a
+/// matrix seen for the first time (ordinal 0, step 0, no moments).
+pub trait PrepareFirst {
+    #[allow(clippy::result_large_err)]
+    fn prepare_first(
+        &self,
+        grad: Tensor<2>,
+    ) -> Result<
+        lowrank_optim::projection::Prepared,
+        (
+            lowrank_optim::projection::Subspace,
+            Option<lowrank_optim::adam::Moments<2>>,
+        ),
+    >;
+}
+
+impl PrepareFirst for lowrank_optim::projection::SubspaceManager {
+    fn prepare_first(
+        &self,
+        grad: Tensor<2>,
+    ) -> Result<
+        lowrank_optim::projection::Prepared,
+        (
+            lowrank_optim::projection::Subspace,
+            Option<lowrank_optim::adam::Moments<2>>,
+        ),
+    > {
+        self.prepare(self.create(grad.dims(), 0), None, grad, 0)
+    }
+}
