@@ -309,6 +309,27 @@ fn small_run(out: &std::path::Path, extra: &[&str]) -> Args {
     Args::parse_from(argv)
 }
 
+/// The weights of the GaLore run's last checkpoint under `out`, by name.
+fn checkpoint_weights(out: &std::path::Path) -> Vec<(Vec<f32>, String)> {
+    let reader = burn_pack::Reader::from_file(out.join("galore/checkpoint/model.bpk")).unwrap();
+    let mut names: Vec<String> = reader
+        .tensor_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    names.sort();
+    let floats = |bytes: Vec<u8>| {
+        let chunks = bytes.chunks_exact(4);
+        chunks
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect::<Vec<_>>()
+    };
+    names
+        .into_iter()
+        .map(|n| (floats(reader.tensor_data(&n).unwrap()), n))
+        .collect()
+}
+
 fn text_corpus() -> Corpus {
     let text = std::fs::read_to_string("data/shakespeare.txt").unwrap();
     Corpus::from_text(&text[..20_000], 0.1, 17).unwrap()
@@ -347,31 +368,13 @@ fn an_interrupted_run_resumes_exactly() {
     );
     let val = |s: &train::Summary| s.validation.iter().map(|v| v.1 as f32).collect::<Vec<_>>();
     common::assert_reproduced(&val(&resumed), &val(&straight), "validation after resume");
-    let weights = |run: &str| {
-        let reader =
-            burn_pack::Reader::from_file(dir.join(run).join("galore/checkpoint/model.bpk"))
-                .unwrap();
-        let mut names: Vec<String> = reader
-            .tensor_names()
-            .into_iter()
-            .map(String::from)
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|n| (reader.tensor_data(&n).unwrap(), n))
-            .collect::<Vec<_>>()
-    };
-    let (straight_w, split_w) = (weights("straight"), weights("split"));
+    let (straight_w, split_w) = (
+        checkpoint_weights(&dir.join("straight")),
+        checkpoint_weights(&dir.join("split")),
+    );
     assert_eq!(straight_w.len(), split_w.len());
-    let floats = |bytes: &[u8]| {
-        let chunks = bytes.chunks_exact(4);
-        chunks
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect::<Vec<_>>()
-    };
     for ((a, name), (b, _)) in straight_w.iter().zip(&split_w) {
-        common::assert_reproduced(&floats(a), &floats(b), &format!("{name} after resume"));
+        common::assert_reproduced(a, b, &format!("{name} after resume"));
     }
     assert!(straight.loss_fell(), "{:?}", straight.train_loss);
 
@@ -394,6 +397,46 @@ fn an_interrupted_run_resumes_exactly() {
         .err()
         .unwrap()
         .contains("cannot resume"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--grad-accum k` steps on the mean of `k` micro-batches: the same step as one batch of all
+/// of them (the batch stream draws the same sequences), to f32 rounding, across refreshes.
+#[test]
+fn grad_accum_steps_like_one_batch_of_all_the_micro_batches() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::device().autodiff();
+    let recipe = Recipe::from_toml_str(
+        "galore",
+        "optimizer = 'galore'\nlr = 0.01\n[galore]\nupdate_proj_gap = 2",
+    )
+    .unwrap();
+    let corpus = text_corpus();
+    let dir = tempdir("accumulation");
+    // Six steps, refreshes at 0, 2 and 4: four micro-batches of 2 against batches of 8.
+    let accumulated = small_run(&dir.join("accumulated"), &["--grad-accum", "4"]);
+    let settings = accumulated.settings(256).unwrap();
+    let micro = train::run(&accumulated, &settings, &recipe, &corpus, &device).unwrap();
+    let mut whole = small_run(&dir.join("whole"), &[]);
+    whole.batch_size = Some(8);
+    let settings = whole.settings(256).unwrap();
+    let batch = train::run(&whole, &settings, &recipe, &corpus, &device).unwrap();
+
+    let diff = common::max_abs_diff(&micro.train_loss, &batch.train_loss);
+    assert!(diff < 1e-5, "losses differ by {diff:e}");
+    let (a, b) = (
+        checkpoint_weights(&dir.join("accumulated")),
+        checkpoint_weights(&dir.join("whole")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((a, name), (b, _)) in a.iter().zip(&b) {
+        let diff = common::max_abs_diff(a, b);
+        assert!(
+            diff < 1e-5,
+            "{name}: accumulated vs whole batch differ by {diff:e}"
+        );
+    }
+    assert_eq!(micro.tokens_per_step, batch.tokens_per_step);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -214,15 +214,22 @@ impl Llama {
 
     /// Mean next-token cross-entropy of `tokens` `[batch, seq + 1]`.
     pub fn loss(&self, tokens: Tensor<2, Int>) -> Tensor<1> {
+        self.predict(tokens).0
+    }
+
+    /// The mean next-token cross-entropy of `tokens` `[batch, seq + 1]`, the logits
+    /// `[batch, seq, vocab]` it comes from and the targets `[batch, seq]`.
+    pub fn predict(&self, tokens: Tensor<2, Int>) -> (Tensor<1>, Tensor<3>, Tensor<2, Int>) {
         let [batch, len] = tokens.dims();
         let inputs = tokens.clone().slice([0..batch, 0..len - 1]);
         let targets = tokens.slice([0..batch, 1..len]);
         let logits = self.forward(inputs);
         let [_, seq, vocab] = logits.dims();
-        let log_probs = activation::log_softmax(logits.reshape([batch * seq, vocab]), 1);
-        log_probs
-            .gather(1, targets.reshape([batch * seq, 1]))
+        let log_probs = activation::log_softmax(logits.clone().reshape([batch * seq, vocab]), 1);
+        let loss = log_probs
+            .gather(1, targets.clone().reshape([batch * seq, 1]))
             .mean()
-            .neg()
+            .neg();
+        (loss, logits, targets)
     }
 }

@@ -12,10 +12,14 @@
 //!   freezes the counterparts of switched vectors.
 //! - [`SwitchLoraMemory`]: trainable, optimizer-state and candidate bytes.
 //!
+//! - [`SwitchClock`]: the step count as a field of the model, for loops that do not count
+//!   steps (burn-train's `Learner`: switch in `TrainStep::optimize`).
+//!
 //! One training step: forward, backward, clip, `switcher.switch(model, step)`, `optim.step(..)`.
 //! Save the module record and the optimizer record after `optim.step`: together they restore a
 //! run exactly (the switch draws are a function of the step).
 
+mod clock;
 mod layers;
 mod linear;
 mod memory;
@@ -24,6 +28,7 @@ mod resident;
 mod schedule;
 mod switcher;
 
+pub use clock::SwitchClock;
 pub use linear::{
     init_bounds, Adapter, CandidatePlacement, Slots, SwitchLoraLinear, SwitchLoraLinearConfig,
     SwitchableLinear,

@@ -49,8 +49,8 @@ impl Toy {
         }
     }
 
-    /// Mean cross-entropy of predicting `targets` from `tokens` ([batch]).
-    pub fn loss(&self, tokens: Tensor<1, Int>, targets: Tensor<1, Int>) -> Tensor<1> {
+    /// Next-token logits `[batch, VOCAB]` for `tokens` (`[batch]`).
+    pub fn logits(&self, tokens: Tensor<1, Int>) -> Tensor<2> {
         let [batch] = tokens.dims();
         let x = self
             .tok_embeddings
@@ -66,11 +66,21 @@ impl Toy {
                 .feed_forward
                 .w2
                 .forward(activation::silu(self.feed_forward.w1.forward(x)));
-        let logits = self.output.forward(self.norm.forward(x));
-        let log_probs = activation::log_softmax(logits, 1);
-        let picked = log_probs.gather(1, targets.reshape([batch, 1]));
-        picked.mean().neg()
+        self.output.forward(self.norm.forward(x))
     }
+
+    /// Mean cross-entropy of predicting `targets` from `tokens` ([batch]).
+    pub fn loss(&self, tokens: Tensor<1, Int>, targets: Tensor<1, Int>) -> Tensor<1> {
+        cross_entropy(self.logits(tokens), targets)
+    }
+}
+
+/// Mean cross-entropy of `logits` (`[batch, VOCAB]`) against `targets` (`[batch]`).
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [batch] = targets.dims();
+    let log_probs = activation::log_softmax(logits, 1);
+    let picked = log_probs.gather(1, targets.reshape([batch, 1]));
+    picked.mean().neg()
 }
 
 pub fn device() -> Device {

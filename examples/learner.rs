@@ -1,0 +1,175 @@
+//! GaLore through burn-train: the pretraining example's small LLaMA trained on the bundled text
+//! by Burn's own `Learner`, with loss, perplexity and learning-rate metrics, a checkpoint after
+//! every epoch, and resume. The optimizer is what `Router::build` returns: a plain
+//! `ModuleOptimizer`, so nothing else changes.
+//!
+//! Run: `cargo run --release --example learner`; continue an earlier run from the checkpoint of
+//! its epoch 2 with `cargo run --release --example learner -- --resume 2`.
+
+// The pretraining example's modules hold more than this one uses.
+#[allow(dead_code)]
+#[path = "pretrain_llama/data.rs"]
+mod data;
+#[allow(dead_code)]
+#[path = "pretrain_llama/model.rs"]
+mod model;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::InMemDataset;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::optim::AdamWConfig;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
+use burn_train::{
+    InferenceStep, Learner, SequenceOutput, SupervisedTraining, TrainOutput, TrainStep,
+};
+use clap::Parser;
+use lowrank_optim::{GaLoreConfig, Router};
+
+use data::{Corpus, BYTE_VOCAB};
+use model::{Llama, LlamaDims};
+
+/// Train a small LLaMA with GaLore through burn-train's Learner.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Epochs over the training split.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Continue from the checkpoint written after this epoch (in --out).
+    #[arg(long, value_name = "EPOCH")]
+    resume: Option<usize>,
+    /// Where metrics and checkpoints go.
+    #[arg(long, default_value = "results/learner")]
+    out: PathBuf,
+    /// UTF-8 text to train on.
+    #[arg(long, default_value = "data/shakespeare.txt")]
+    data: PathBuf,
+}
+
+const SEQ_LEN: usize = 128;
+const BATCH: usize = 16;
+const LR: f64 = 0.01;
+
+/// Training sequences: `SEQ_LEN + 1` consecutive tokens, in a fixed shuffled order (fixed, so
+/// a resumed run sees the batches the uninterrupted one would).
+fn sequences(tokens: &[u32], seed: u64) -> Vec<Vec<i64>> {
+    let window = SEQ_LEN + 1;
+    let mut out: Vec<Vec<i64>> = tokens
+        .chunks_exact(window)
+        .map(|w| w.iter().map(|&t| t as i64).collect())
+        .collect();
+    // Fisher–Yates with SplitMix64.
+    let mut state = seed;
+    for i in (1..out.len()).rev() {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
+/// Stacks sequences into a `[batch, SEQ_LEN + 1]` token tensor.
+#[derive(Clone)]
+struct TokenBatcher;
+
+impl Batcher<Vec<i64>, Tensor<2, Int>> for TokenBatcher {
+    fn batch(&self, items: Vec<Vec<i64>>, device: &Device) -> Tensor<2, Int> {
+        let rows = items.len();
+        let values: Vec<i64> = items.into_iter().flatten().collect();
+        Tensor::from_data(TensorData::new(values, [rows, SEQ_LEN + 1]), device)
+    }
+}
+
+impl TrainStep for Llama {
+    type Input = Tensor<2, Int>;
+    type Output = SequenceOutput;
+
+    fn step(&self, tokens: Tensor<2, Int>) -> TrainOutput<SequenceOutput> {
+        let (loss, logits, targets) = self.predict(tokens);
+        let grads = loss.backward();
+        TrainOutput::new(
+            self,
+            grads,
+            SequenceOutput::new(loss, logits, None, targets),
+        )
+    }
+}
+
+impl InferenceStep for Llama {
+    type Input = Tensor<2, Int>;
+    type Output = SequenceOutput;
+
+    fn step(&self, tokens: Tensor<2, Int>) -> SequenceOutput {
+        let (loss, logits, targets) = self.predict(tokens);
+        SequenceOutput::new(loss, logits, None, targets)
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let corpus = Corpus::load(&args.data, 0.1, SEQ_LEN + 1)?;
+    let train = sequences(&corpus.train, 42);
+    let valid = sequences(&corpus.validation, 43);
+    let steps_per_epoch = train.len().div_ceil(BATCH);
+
+    let device = Device::default().autodiff();
+    device.seed(42);
+    let dims = LlamaDims {
+        vocab: BYTE_VOCAB,
+        d_model: 128,
+        layers: 4,
+        heads: 4,
+        ffn: 344,
+        max_seq: SEQ_LEN,
+    };
+    let model = dims.init(&device, None)?;
+
+    // GaLore on the attention and MLP matrices, AdamW on the rest: an ordinary ModuleOptimizer.
+    let galore = GaLoreConfig::new()
+        .with_rank(32)
+        .with_update_proj_gap(50)
+        .build()?;
+    let adamw = AdamWConfig::new().with_weight_decay(0.0).build();
+    let optim = Router::llama()
+        .with_vocab_size(BYTE_VOCAB)
+        .build(&model, galore, adamw)?;
+    let schedule = CosineAnnealingLrSchedulerConfig::new(LR, args.epochs * steps_per_epoch)
+        .with_min_lr(LR * 0.1)
+        .init()?;
+    let learner = Learner::new(model, optim, schedule);
+
+    let loader = |items: Vec<Vec<i64>>| {
+        DataLoaderBuilder::new(TokenBatcher)
+            .batch_size(BATCH)
+            .build(InMemDataset::new(items))
+    };
+    let mut training = SupervisedTraining::new(&args.out, loader(train), loader(valid))
+        .metrics((LossMetric::new(), PerplexityMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_default_checkpointers()
+        .num_epochs(args.epochs)
+        .summary();
+    if let Some(epoch) = args.resume {
+        training = training.checkpoint(epoch);
+    }
+    let started = Instant::now();
+    let result = training.launch(learner);
+    if let Some(error) = result.error {
+        return Err(format!("training failed: {error}").into());
+    }
+    let epochs = args.epochs - args.resume.unwrap_or(0);
+    println!(
+        "{epochs} epochs of {steps_per_epoch} steps in {:.1} s ({:.0} ms per step, validation \
+         included); checkpoints in {}",
+        started.elapsed().as_secs_f64(),
+        1e3 * started.elapsed().as_secs_f64() / (epochs * steps_per_epoch).max(1) as f64,
+        args.out.join("checkpoint").display()
+    );
+    Ok(())
+}
