@@ -7,6 +7,8 @@
 #[allow(dead_code)]
 #[path = "../examples/pretrain_llama/data.rs"]
 mod data;
+#[path = "../examples/pretrain_llama/learner_steps.rs"]
+mod learner_steps;
 #[allow(dead_code)]
 #[path = "../examples/pretrain_llama/model.rs"]
 mod model;
@@ -16,55 +18,18 @@ use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use burn_train::logger::InMemoryMetricLogger;
 use burn_train::metric::LossMetric;
-use burn_train::{
-    InferenceStep, Learner, SequenceOutput, SupervisedTraining, TrainOutput, TrainStep,
-};
+use burn_train::{Learner, SupervisedTraining};
 use criterion::{criterion_group, criterion_main, Criterion};
+use learner_steps::TokenBatcher;
 use lowrank_optim::{GaLoreConfig, Router};
 use model::{Llama, LlamaDims};
 
 const SEQ: usize = 64;
 const BATCH: usize = 8;
 const STEPS: usize = 16;
-
-#[derive(Clone)]
-struct TokenBatcher;
-
-impl Batcher<Vec<i64>, Tensor<2, Int>> for TokenBatcher {
-    fn batch(&self, items: Vec<Vec<i64>>, device: &Device) -> Tensor<2, Int> {
-        let rows = items.len();
-        let values: Vec<i64> = items.into_iter().flatten().collect();
-        Tensor::from_data(TensorData::new(values, [rows, SEQ + 1]), device)
-    }
-}
-
-impl TrainStep for Llama {
-    type Input = Tensor<2, Int>;
-    type Output = SequenceOutput;
-
-    fn step(&self, tokens: Tensor<2, Int>) -> TrainOutput<SequenceOutput> {
-        let (loss, logits, targets) = self.predict(tokens);
-        let grads = loss.backward();
-        TrainOutput::new(
-            self,
-            grads,
-            SequenceOutput::new(loss, logits, None, targets),
-        )
-    }
-}
-
-impl InferenceStep for Llama {
-    type Input = Tensor<2, Int>;
-    type Output = SequenceOutput;
-
-    fn step(&self, tokens: Tensor<2, Int>) -> SequenceOutput {
-        let (loss, logits, targets) = self.predict(tokens);
-        SequenceOutput::new(loss, logits, None, targets)
-    }
-}
 
 fn bench_learner_epoch(c: &mut Criterion) {
     let device = Device::default().autodiff();

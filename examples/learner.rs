@@ -10,6 +10,8 @@
 #[allow(dead_code)]
 #[path = "pretrain_llama/data.rs"]
 mod data;
+#[path = "pretrain_llama/learner_steps.rs"]
+mod learner_steps;
 #[allow(dead_code)]
 #[path = "pretrain_llama/model.rs"]
 mod model;
@@ -17,21 +19,19 @@ mod model;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::optim::AdamWConfig;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use burn_train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
-use burn_train::{
-    InferenceStep, Learner, SequenceOutput, SupervisedTraining, TrainOutput, TrainStep,
-};
+use burn_train::{Learner, SupervisedTraining};
 use clap::Parser;
 use lowrank_optim::{GaLoreConfig, Router};
 
 use data::{Corpus, BYTE_VOCAB};
-use model::{Llama, LlamaDims};
+use learner_steps::TokenBatcher;
+use model::LlamaDims;
 
 /// Train a small LLaMA with GaLore through burn-train's Learner.
 #[derive(Parser, Debug)]
@@ -72,43 +72,6 @@ fn sequences(tokens: &[u32], seed: u64) -> Vec<Vec<i64>> {
         out.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
     }
     out
-}
-
-/// Stacks sequences into a `[batch, SEQ_LEN + 1]` token tensor.
-#[derive(Clone)]
-struct TokenBatcher;
-
-impl Batcher<Vec<i64>, Tensor<2, Int>> for TokenBatcher {
-    fn batch(&self, items: Vec<Vec<i64>>, device: &Device) -> Tensor<2, Int> {
-        let rows = items.len();
-        let values: Vec<i64> = items.into_iter().flatten().collect();
-        Tensor::from_data(TensorData::new(values, [rows, SEQ_LEN + 1]), device)
-    }
-}
-
-impl TrainStep for Llama {
-    type Input = Tensor<2, Int>;
-    type Output = SequenceOutput;
-
-    fn step(&self, tokens: Tensor<2, Int>) -> TrainOutput<SequenceOutput> {
-        let (loss, logits, targets) = self.predict(tokens);
-        let grads = loss.backward();
-        TrainOutput::new(
-            self,
-            grads,
-            SequenceOutput::new(loss, logits, None, targets),
-        )
-    }
-}
-
-impl InferenceStep for Llama {
-    type Input = Tensor<2, Int>;
-    type Output = SequenceOutput;
-
-    fn step(&self, tokens: Tensor<2, Int>) -> SequenceOutput {
-        let (loss, logits, targets) = self.predict(tokens);
-        SequenceOutput::new(loss, logits, None, targets)
-    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,20 +9,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use burn::optim::{AdamWConfig, ModuleOptimizer, Optimizer};
 use burn::tensor::Tensor;
 use common::toy::{device, train, Toy, VOCAB};
-use common::{tensor, values};
+use common::{tensor, values, PROJECTION_KINDS};
 use lowrank_optim::{
     ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, MatrixOptimizer, MemoryReport,
     ProjectionMethod, Residual, Router, StateFootprint,
 };
-
-const KINDS: [ProjectionMethod; 6] = [
-    ProjectionMethod::Svd,
-    ProjectionMethod::Randomized,
-    ProjectionMethod::Dct,
-    ProjectionMethod::Gaussian,
-    ProjectionMethod::RandomOrthogonal,
-    ProjectionMethod::Coordinates,
-];
 
 /// One optimizer under test: a name, a builder for the toy model and the footprint.
 struct Case {
@@ -52,7 +43,7 @@ where
 /// Every optimizer, each with every projection kind (gap 3: resumes cross refreshes).
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
-    for kind in KINDS {
+    for kind in PROJECTION_KINDS {
         out.push(case(format!("galore/{kind:?}"), 0.02, move || {
             let c = GaLoreConfig::new().with_rank(4).with_update_proj_gap(3);
             c.with_scale(1.0).with_projection(kind).build().unwrap()

@@ -309,25 +309,16 @@ fn small_run(out: &std::path::Path, extra: &[&str]) -> Args {
     Args::parse_from(argv)
 }
 
-/// The weights of the GaLore run's last checkpoint under `out`, by name.
-fn checkpoint_weights(out: &std::path::Path) -> Vec<(Vec<f32>, String)> {
-    let reader = burn_pack::Reader::from_file(out.join("galore/checkpoint/model.bpk")).unwrap();
-    let mut names: Vec<String> = reader
-        .tensor_names()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    names.sort();
-    let floats = |bytes: Vec<u8>| {
-        let chunks = bytes.chunks_exact(4);
-        chunks
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect::<Vec<_>>()
-    };
-    names
-        .into_iter()
-        .map(|n| (floats(reader.tensor_data(&n).unwrap()), n))
-        .collect()
+/// The tensors of the GaLore run's last checkpoint under `out`, by name.
+fn checkpoint_weights(out: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let file = out.join("galore/checkpoint/model.bpk");
+    common::record_tensors(&burn_pack::Reader::from_file(file).unwrap())
+}
+
+/// GaLore refreshing every 2 steps.
+fn galore_every_2_steps() -> Recipe {
+    let toml = "optimizer = 'galore'\nlr = 0.01\n[galore]\nupdate_proj_gap = 2";
+    Recipe::from_toml_str("galore", toml).unwrap()
 }
 
 fn text_corpus() -> Corpus {
@@ -339,11 +330,7 @@ fn text_corpus() -> Corpus {
 fn an_interrupted_run_resumes_exactly() {
     let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device().autodiff();
-    let recipe = Recipe::from_toml_str(
-        "galore",
-        "optimizer = 'galore'\nlr = 0.01\n[galore]\nupdate_proj_gap = 2",
-    )
-    .unwrap();
+    let recipe = galore_every_2_steps();
     let corpus = text_corpus();
     let dir = tempdir("resume");
 
@@ -368,14 +355,11 @@ fn an_interrupted_run_resumes_exactly() {
     );
     let val = |s: &train::Summary| s.validation.iter().map(|v| v.1 as f32).collect::<Vec<_>>();
     common::assert_reproduced(&val(&resumed), &val(&straight), "validation after resume");
-    let (straight_w, split_w) = (
-        checkpoint_weights(&dir.join("straight")),
-        checkpoint_weights(&dir.join("split")),
+    common::assert_same_tensors(
+        &checkpoint_weights(&dir.join("straight")),
+        &checkpoint_weights(&dir.join("split")),
+        "weights after resume",
     );
-    assert_eq!(straight_w.len(), split_w.len());
-    for ((a, name), (b, _)) in straight_w.iter().zip(&split_w) {
-        common::assert_reproduced(a, b, &format!("{name} after resume"));
-    }
     assert!(straight.loss_fell(), "{:?}", straight.train_loss);
 
     // A checkpoint from another run is refused by name, and leaves the checkpoint intact.
@@ -406,11 +390,7 @@ fn an_interrupted_run_resumes_exactly() {
 fn grad_accum_steps_like_one_batch_of_all_the_micro_batches() {
     let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device().autodiff();
-    let recipe = Recipe::from_toml_str(
-        "galore",
-        "optimizer = 'galore'\nlr = 0.01\n[galore]\nupdate_proj_gap = 2",
-    )
-    .unwrap();
+    let recipe = galore_every_2_steps();
     let corpus = text_corpus();
     let dir = tempdir("accumulation");
     // Six steps, refreshes at 0, 2 and 4: four micro-batches of 2 against batches of 8.
@@ -429,8 +409,8 @@ fn grad_accum_steps_like_one_batch_of_all_the_micro_batches() {
         checkpoint_weights(&dir.join("whole")),
     );
     assert_eq!(a.len(), b.len());
-    for ((a, name), (b, _)) in a.iter().zip(&b) {
-        let diff = common::max_abs_diff(a, b);
+    for ((name, a), (_, b)) in a.iter().zip(&b) {
+        let diff = common::max_abs_diff(&common::floats(a), &common::floats(b));
         assert!(
             diff < 1e-5,
             "{name}: accumulated vs whole batch differ by {diff:e}"

@@ -10,17 +10,8 @@ use std::collections::BTreeMap;
 use burn::module::{Module, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
-use common::TestRng;
+use common::{TestRng, PROJECTION_KINDS};
 use lowrank_optim::{FrugalConfig, GaLoreConfig, ProjectionMethod};
-
-const KINDS: [ProjectionMethod; 6] = [
-    ProjectionMethod::Svd,
-    ProjectionMethod::Randomized,
-    ProjectionMethod::Dct,
-    ProjectionMethod::Gaussian,
-    ProjectionMethod::RandomOrthogonal,
-    ProjectionMethod::Coordinates,
-];
 
 /// Matrices of repeated and distinct shapes (both projection sides) and a vector.
 const SHAPES: [[usize; 2]; 5] = [[12, 8], [8, 12], [12, 8], [6, 6], [12, 8]];
@@ -93,19 +84,8 @@ fn grads(params: &Params, step: usize, late: Option<ParamId>) -> GradientsParams
 /// An optimizer record in a canonical form: tensors by name (their bytes), then scalars.
 fn canonical(optim: &ModuleOptimizer) -> Vec<(String, String)> {
     let reader = burn_pack::Reader::from_bytes(optim.into_bytes().unwrap()).unwrap();
-    let mut names: Vec<String> = reader
-        .tensor_names()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    names.sort();
-    let mut out: Vec<(String, String)> = names
-        .into_iter()
-        .map(|name| {
-            let bytes = reader.tensor_data(&name).unwrap();
-            (name, format!("{bytes:?}"))
-        })
-        .collect();
+    let tensors = common::record_tensors(&reader).into_iter();
+    let mut out: Vec<(String, String)> = tensors.map(|(n, b)| (n, format!("{b:?}"))).collect();
     out.extend(
         reader
             .scalars()
@@ -117,7 +97,7 @@ fn canonical(optim: &ModuleOptimizer) -> Vec<(String, String)> {
 
 /// Every projection kind through the bare optimizer's `init()` (no Router numbering).
 fn cases() -> Vec<(String, Box<dyn Fn() -> ModuleOptimizer + Sync>)> {
-    let mut out: Vec<(String, Box<dyn Fn() -> ModuleOptimizer + Sync>)> = KINDS
+    let mut out: Vec<(String, Box<dyn Fn() -> ModuleOptimizer + Sync>)> = PROJECTION_KINDS
         .iter()
         .map(|&kind| {
             let build = move || {

@@ -221,33 +221,71 @@ pub fn assert_reproduced(a: &[f32], b: &[f32], what: &str) {
     }
 }
 
-/// [`SubspaceManager::prepare`](lowrank_optim::projection::SubspaceManager::prepare) of a
-/// matrix seen for the first time (ordinal 0, step 0, no moments).
+/// What [`SubspaceManager::prepare`](lowrank_optim::projection::SubspaceManager::prepare)
+/// returns.
+pub type Prepare = Result<
+    lowrank_optim::projection::Prepared,
+    (
+        lowrank_optim::projection::Subspace,
+        Option<lowrank_optim::adam::Moments<2>>,
+    ),
+>;
+
+/// `prepare` of a matrix seen for the first time (ordinal 0, step 0, no moments).
 pub trait PrepareFirst {
     #[allow(clippy::result_large_err)]
-    fn prepare_first(
-        &self,
-        grad: Tensor<2>,
-    ) -> Result<
-        lowrank_optim::projection::Prepared,
-        (
-            lowrank_optim::projection::Subspace,
-            Option<lowrank_optim::adam::Moments<2>>,
-        ),
-    >;
+    fn prepare_first(&self, grad: Tensor<2>) -> Prepare;
 }
 
 impl PrepareFirst for lowrank_optim::projection::SubspaceManager {
-    fn prepare_first(
-        &self,
-        grad: Tensor<2>,
-    ) -> Result<
-        lowrank_optim::projection::Prepared,
-        (
-            lowrank_optim::projection::Subspace,
-            Option<lowrank_optim::adam::Moments<2>>,
-        ),
-    > {
+    fn prepare_first(&self, grad: Tensor<2>) -> Prepare {
         self.prepare(self.create(grad.dims(), 0), None, grad, 0)
+    }
+}
+
+/// Every projection kind a matrix can have.
+pub const PROJECTION_KINDS: [lowrank_optim::ProjectionMethod; 6] = [
+    lowrank_optim::ProjectionMethod::Svd,
+    lowrank_optim::ProjectionMethod::Randomized,
+    lowrank_optim::ProjectionMethod::Dct,
+    lowrank_optim::ProjectionMethod::Gaussian,
+    lowrank_optim::ProjectionMethod::RandomOrthogonal,
+    lowrank_optim::ProjectionMethod::Coordinates,
+];
+
+/// Every tensor of a serialized (module or optimizer) record, by name, as stored.
+pub fn record_tensors(reader: &burn_pack::Reader) -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<String> = reader
+        .tensor_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let bytes = reader.tensor_data(&name).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+/// The values of a stored `f32` tensor.
+pub fn floats(bytes: &[u8]) -> Vec<f32> {
+    let chunks = bytes.chunks_exact(4);
+    chunks
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Asserts two records hold the same tensors: bitwise on CPU backends; elsewhere, tensors that
+/// differ at all are `f32` within `1e-4`.
+pub fn assert_same_tensors(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: tensor count");
+    for ((name, x), (other, y)) in a.iter().zip(b) {
+        assert_eq!(name, other, "{what}");
+        if x != y {
+            assert_reproduced(&floats(x), &floats(y), &format!("{what}: {name}"));
+        }
     }
 }
