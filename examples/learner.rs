@@ -17,6 +17,7 @@ mod learner_steps;
 mod model;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::data::dataloader::DataLoaderBuilder;
@@ -48,6 +49,9 @@ struct Args {
     /// UTF-8 text to train on.
     #[arg(long, default_value = "data/shakespeare.txt")]
     data: PathBuf,
+    /// Train on the first N sequences of the (shuffled) training split only (a quick look).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
 }
 
 const SEQ_LEN: usize = 128;
@@ -74,11 +78,31 @@ fn sequences(tokens: &[u32], seed: u64) -> Vec<Vec<i64>> {
     out
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.epochs == 0 || args.resume.is_some_and(|e| e >= args.epochs) {
+        return Err(format!(
+            "--epochs must be at least 1 and above --resume (got {} and {:?})",
+            args.epochs, args.resume
+        )
+        .into());
+    }
     let corpus = Corpus::load(&args.data, 0.1, SEQ_LEN + 1)?;
-    let train = sequences(&corpus.train, 42);
-    let valid = sequences(&corpus.validation, 43);
+    let mut train = sequences(&corpus.train, 42);
+    let mut valid = sequences(&corpus.validation, 43);
+    if let Some(n) = args.limit {
+        train.truncate(n.max(1));
+        valid.truncate(n.max(1));
+    }
     let steps_per_epoch = train.len().div_ceil(BATCH);
 
     let device = Device::default().autodiff();
@@ -119,6 +143,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .num_epochs(args.epochs)
         .summary();
     if let Some(epoch) = args.resume {
+        let saved = args
+            .out
+            .join("checkpoint")
+            .join(format!("optim-{epoch}.bpk"));
+        if !saved.exists() {
+            return Err(format!("cannot resume: no checkpoint {}", saved.display()).into());
+        }
         training = training.checkpoint(epoch);
     }
     let started = Instant::now();
@@ -127,11 +158,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("training failed: {error}").into());
     }
     let epochs = args.epochs - args.resume.unwrap_or(0);
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{epochs} epochs of {steps_per_epoch} steps in {:.1} s ({:.0} ms per step, validation \
-         included); checkpoints in {}",
-        started.elapsed().as_secs_f64(),
-        1e3 * started.elapsed().as_secs_f64() / (epochs * steps_per_epoch).max(1) as f64,
+        "{epochs} epoch{} of {steps_per_epoch} steps in {seconds:.1} s ({:.0} ms per step, \
+         validation included); checkpoints in {}",
+        if epochs == 1 { "" } else { "s" },
+        1e3 * seconds / (epochs * steps_per_epoch).max(1) as f64,
         args.out.join("checkpoint").display()
     );
     Ok(())

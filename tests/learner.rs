@@ -14,7 +14,7 @@ use burn::data::dataset::InMemDataset;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams, Optimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_train::logger::InMemoryMetricLogger;
 use burn_train::{
@@ -391,6 +391,23 @@ impl TrainStep for SwitchLm {
         lr: ModuleLearningRate,
         grads: GradientsParams,
     ) -> Self {
+        optim.step(lr, self.switched(), grads)
+    }
+
+    /// The hook of `MultiDevice(.., OptimSharded)`.
+    fn optimize_multi(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: MultiGradientsParams,
+    ) -> Self {
+        optim.step_multi(lr, self.switched(), grads)
+    }
+}
+
+impl SwitchLm {
+    /// The model after this step's switches, its clock one step on.
+    fn switched(self) -> Self {
         let switcher = self
             .switcher
             .clone()
@@ -398,7 +415,7 @@ impl TrainStep for SwitchLm {
         let step = self.clock.steps();
         let (mut model, _) = switcher.switch(self, step).expect("the switcher's model");
         model.clock = model.clock.tick();
-        optim.step(lr, model, grads)
+        model
     }
 }
 
@@ -537,10 +554,16 @@ fn projected_ids(toy: &Toy) -> Vec<u64> {
         .to_vec()
 }
 
-/// Two CPU devices of different backends (a flex device reports one id for every instance).
-#[allow(deprecated)]
+/// Two devices: flex and, when the wgpu backend is compiled in, wgpu's (in CI, Mesa's CPU
+/// Vulkan), so every state's placement is checked across two backends; without it, two flex
+/// replicas (a flex device reports one id for every instance), which still run the strategies'
+/// splitting, summing and sharding.
 fn two_devices() -> Vec<Device> {
-    vec![Device::flex(), Device::ndarray()]
+    #[cfg(feature = "wgpu")]
+    let second = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    #[cfg(not(feature = "wgpu"))]
+    let second = Device::flex();
+    vec![Device::flex(), second]
 }
 
 fn multi_device(optim: MultiDeviceOptim) -> ExecutionStrategy {
@@ -598,6 +621,7 @@ fn both_multi_device_strategies_train_every_optimizer_with_state_where_it_is_upd
         }
         let (model, optim) = switch_lora(&two_devices()[0].clone().autodiff());
         let before = switch_lm_loss(&model);
+        let pools = weights(&model.hidden.candidates_a.0);
         let dir = tempfile::tempdir().unwrap();
         let trained = fit(Learner::new(model, optim, 0.01), dir.path(), 4, 8, |t| {
             t.with_training_strategy(multi_device(strategy).into())
@@ -606,6 +630,16 @@ fn both_multi_device_strategies_train_every_optimizer_with_state_where_it_is_upd
         assert!(
             after < 0.9 * before,
             "{strategy:?} switchlora: loss {before} -> {after}"
+        );
+        assert_eq!(
+            trained.clock.steps(),
+            16,
+            "{strategy:?} switchlora: steps switched"
+        );
+        assert_ne!(
+            weights(&trained.hidden.candidates_a.0),
+            pools,
+            "{strategy:?}: no switch"
         );
     }
 }

@@ -12,7 +12,8 @@ use super::resident::Resident;
 /// switches on the same schedule as a straight one, and every data-parallel replica reads the
 /// same count.
 ///
-/// In burn-train, switch in `TrainStep::optimize`, between the backward pass and the step:
+/// In burn-train, switch in `TrainStep::optimize` (and `optimize_multi` for sharded
+/// multi-device training), between the backward pass and the step:
 ///
 /// ```
 /// use burn::tensor::Device;

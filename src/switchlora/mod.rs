@@ -17,7 +17,9 @@
 //!
 //! One training step: forward, backward, clip, `switcher.switch(model, step)`, `optim.step(..)`.
 //! Save the module record and the optimizer record after `optim.step`: together they restore a
-//! run exactly (the switch draws are a function of the step).
+//! run exactly (the switch draws are a function of the step). The switcher hands resets to the
+//! optimizer through a shared [`Switchboard`], so one process steps one optimizer: burn-train's
+//! single-device and `MultiDevice` strategies, not DDP (whose replicas would race on it).
 
 mod clock;
 mod layers;
