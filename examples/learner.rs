@@ -30,7 +30,7 @@ use burn_train::{Learner, SupervisedTraining};
 use clap::Parser;
 use lowrank_optim::{GaLoreConfig, Router};
 
-use data::{Corpus, BYTE_VOCAB};
+use data::{shuffled_windows, Corpus, BYTE_VOCAB};
 use learner_steps::TokenBatcher;
 use model::LlamaDims;
 
@@ -58,26 +58,6 @@ const SEQ_LEN: usize = 128;
 const BATCH: usize = 16;
 const LR: f64 = 0.01;
 
-/// Training sequences: `SEQ_LEN + 1` consecutive tokens, in a fixed shuffled order (fixed, so
-/// a resumed run sees the batches the uninterrupted one would).
-fn sequences(tokens: &[u32], seed: u64) -> Vec<Vec<i64>> {
-    let window = SEQ_LEN + 1;
-    let mut out: Vec<Vec<i64>> = tokens
-        .chunks_exact(window)
-        .map(|w| w.iter().map(|&t| t as i64).collect())
-        .collect();
-    // Fisher–Yates with SplitMix64.
-    let mut state = seed;
-    for i in (1..out.len()).rev() {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
-    }
-    out
-}
-
 fn main() -> ExitCode {
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,8 +77,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let corpus = Corpus::load(&args.data, 0.1, SEQ_LEN + 1)?;
-    let mut train = sequences(&corpus.train, 42);
-    let mut valid = sequences(&corpus.validation, 43);
+    // A fixed order, so a resumed run sees the batches the uninterrupted one would.
+    let mut train = shuffled_windows(&corpus.train, SEQ_LEN + 1, 42);
+    let mut valid = shuffled_windows(&corpus.validation, SEQ_LEN + 1, 43);
     if let Some(n) = args.limit {
         train.truncate(n.max(1));
         valid.truncate(n.max(1));

@@ -77,11 +77,7 @@ impl Batches {
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.state)
     }
 
     /// The next batch `[batch, seq_len + 1]` drawn from `tokens`.
@@ -125,4 +121,28 @@ pub fn validation_batches(
         .chain(tail.chunks(1))
         .map(to_tensor)
         .collect()
+}
+
+/// SplitMix64: the next 64 bits of the stream in `state`.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The non-overlapping `window`-token sequences of `tokens`, in an order shuffled once from
+/// `seed` (Fisher–Yates).
+#[allow(dead_code)] // Used by examples/learner.rs, which includes this module.
+pub fn shuffled_windows(tokens: &[u32], window: usize, seed: u64) -> Vec<Vec<i64>> {
+    let mut out: Vec<Vec<i64>> = tokens
+        .chunks_exact(window)
+        .map(|w| w.iter().map(|&t| t as i64).collect())
+        .collect();
+    let mut state = seed;
+    for i in (1..out.len()).rev() {
+        out.swap(i, (splitmix64(&mut state) % (i as u64 + 1)) as usize);
+    }
+    out
 }
