@@ -256,10 +256,13 @@ impl Complete {
         };
         let (slots_a, fresh_a) = plan(slots.cursor_a, &slots.selected_a);
         let (slots_b, fresh_b) = plan(slots.cursor_b, &slots.selected_b);
-        let device = self.lora_a.value.device();
+        // Computed where the frozen weight lives: `OptimSharded` leaves each adapter on the
+        // device that updated it, so `lora_a` and `lora_b` may sit on two backends.
+        let device = self.weight.value.device();
+        let (device_a, device_b) = (self.lora_a.value.device(), self.lora_b.value.device());
         let weight = self.weight.value.clone().detach();
-        let a = self.lora_a.value.clone().detach();
-        let b = self.lora_b.value.clone().detach();
+        let a = to_device(self.lora_a.value.clone().detach(), &device);
+        let b = to_device(self.lora_b.value.clone().detach(), &device);
 
         // lora_a's columns S: W += s (A[:, S] - C_a^T) B[S, :]; lora_b's rows T (disjoint from
         // S): W += s A[:, T] (B[T, :] - C_b). Both as one [d_in, 2n] x [2n, d_out] product.
@@ -299,8 +302,8 @@ impl Complete {
             &returned(&slots_b, &slots.selected_b),
             old_b,
         );
-        let a = assign(a, 1, &slots_a, new_a);
-        let b = assign(b, 0, &slots_b, new_b);
+        let a = to_device(assign(a, 1, &slots_a, new_a), &device_a);
+        let b = to_device(assign(b, 0, &slots_b, new_b), &device_b);
 
         for (k, &slot) in slots_a.iter().enumerate() {
             slots.selected_a[slot] = fresh_a[k];
