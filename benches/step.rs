@@ -7,7 +7,8 @@
 //! (FRUGAL with signSGD needs `back(R)` for its residual), project only (APOLLO: nothing is
 //! projected back). Subspace steps are timed between refreshes (gap 10^9, the basis is
 //! computed in warm-up), like `benches/peers/peer_speed.py` times the PyTorch references;
-//! `dct-adamw/every-step` adds the published reselection on every step.
+//! `dct-adamw/every-step` adds the published reselection on every step. `.../q8` and `.../q4`
+//! are the same optimizers with 8-bit and 4-bit moments (their state bytes are printed first).
 //! Run: `cargo bench --bench step`.
 
 mod common;
@@ -16,8 +17,10 @@ use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::{Device, Tensor};
 use common::{random, SHAPES};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use lowrank_optim::optim::DenseAdamWConfig;
 use lowrank_optim::{
-    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, ProjectionMethod, Residual,
+    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, MomentPrecision, ProjectionMethod,
+    Residual, StateFootprint,
 };
 
 const NEVER: usize = 1_000_000_000;
@@ -141,6 +144,30 @@ fn bench_step(c: &mut Criterion) {
             &w,
             &g,
         );
+
+        for precision in [
+            MomentPrecision::F32,
+            MomentPrecision::Q8,
+            MomentPrecision::Q4,
+        ] {
+            let at = |name: &str| format!("{name}/{id}/{}", precision.name());
+            let adamw = DenseAdamWConfig::new()
+                .with_moments(precision)
+                .build()
+                .unwrap();
+            let galore = galore.clone().with_moments(precision).build().unwrap();
+            let fira = fira.clone().with_moments(precision).build().unwrap();
+            for (name, bytes) in [
+                ("dense-adamw", adamw.state_bytes(&[m, n], 0)),
+                ("galore", galore.state_bytes(&[m, n], 0)),
+                ("fira", fira.state_bytes(&[m, n], 0)),
+            ] {
+                eprintln!("state bytes {}: {bytes}", at(name));
+            }
+            time(&mut group, at("dense-adamw"), adamw, &w, &g);
+            time(&mut group, at("galore"), galore, &w, &g);
+            time(&mut group, at("fira"), fira, &w, &g);
+        }
 
         floor(&mut group, format!("floor-1-back/{id}"), &w, &g, &p, 1);
         floor(&mut group, format!("floor-2-back/{id}"), &w, &g, &p, 2);

@@ -8,6 +8,7 @@ use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::check;
+use crate::quant::{MomentFormat, MomentPrecision};
 use crate::RecordState;
 
 /// Adam's settings in an optimizer's config (`GaLoreConfig::adam`, ...), also set through the
@@ -34,12 +35,28 @@ pub struct AdamParams {
     /// Decoupled weight decay `W -= lr * wd * W`.
     #[config(default = 0.0)]
     pub weight_decay: f32,
+    /// How both moments are stored between steps: `f32`, or 8 or 4 bits (see
+    /// [`quant`](crate::quant)); the update itself is always computed in `f32`.
+    #[config(default = "MomentPrecision::F32")]
+    pub moments: MomentPrecision,
+    /// Tensors with fewer entries keep `f32` moments whatever `moments` says (bitsandbytes'
+    /// `min_8bit_size`).
+    #[config(default = 4096)]
+    pub min_quantized_len: usize,
 }
 
 impl AdamParams {
     /// Checks every field, naming the first invalid one.
     pub fn validate(&self) -> crate::Result<()> {
         check::adam(self.beta_1, self.beta_2, self.epsilon, self.weight_decay)
+    }
+
+    /// How the moments are stored.
+    pub fn moment_format(&self) -> MomentFormat {
+        MomentFormat {
+            precision: self.moments,
+            min_quantized_len: self.min_quantized_len,
+        }
     }
 
     /// The moments' hyperparameters.

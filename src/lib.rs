@@ -64,6 +64,7 @@ mod matrix;
 pub mod memory;
 pub mod optim;
 pub mod projection;
+pub mod quant;
 pub mod recipe;
 mod rng;
 mod setters;
@@ -80,3 +81,4 @@ pub use optim::{
 pub use projection::{
     DctNorm, DctScoring, MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig,
 };
+pub use quant::MomentPrecision;

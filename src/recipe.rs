@@ -8,6 +8,7 @@
 //! ```toml
 //! optimizer = "fira"          # adamw | galore | fira | frugal | apollo | switchlora
 //! lr = 0.01
+//! moments = "q8"              # optional: f32 (default) | q8 | q4, for every moment
 //! warmup_fraction = 0.1       # optional schedule hints, used by the training example
 //! min_lr_fraction = 0.1
 //! grad_clip = 1.0
@@ -27,7 +28,9 @@
 //! Keys of the optimizer table: the subspace keys `rank`, `update_proj_gap`, `proj_type`,
 //! `projection`, `moment_policy`, `oversample`, `power_iters`, `seed`, `dct_norm` (l1 | l2),
 //! `dct_scoring` (auto | fft | matmul), `adaptive_gap`, `adaptive_gap_threshold`,
-//! `adaptive_gap_window`; Adam's `beta_1`, `beta_2`, `epsilon`, `weight_decay`; and per
+//! `adaptive_gap_window`; Adam's `beta_1`, `beta_2`, `epsilon`, `weight_decay`, `moments`
+//! (f32 | q8 | q4; `[dense]` takes it too, and a top-level `moments` sets both),
+//! `min_quantized_len`; and per
 //! optimizer: `scale` (galore, fira, apollo), `gamma` and `scaling` (channel | tensor; fira,
 //! apollo), `scale_front` and `limiter` (apollo), `rho`, `residual` (sign_sgd | sgd | none),
 //! `proj_lr_scale` and `inactive_lr_scale` (frugal).
@@ -51,8 +54,10 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::groups::{ParamInfo, Router};
 use crate::memory::MemoryReport;
-use crate::optim::{ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig};
+use crate::optim::{ApolloConfig, DenseOptimizer, FiraConfig, FrugalConfig, GaLoreConfig};
+use crate::quant::MomentPrecision;
 use crate::switchlora::{Adapter, AdapterFootprint, SwitchLoraConfig, Switcher};
+use crate::table;
 pub use crate::table::{RecipeTable, Routed, Table};
 pub use file::DenseSection;
 
@@ -71,7 +76,7 @@ const REGISTRY: [(&str, Reader); 4] = [
 ];
 
 /// Burn's AdamW on every parameter: the baseline, with no table of its own.
-const ADAMW: &str = "adamw";
+pub(crate) const ADAMW: &str = "adamw";
 
 /// A parsed optimizer recipe.
 ///
@@ -208,9 +213,37 @@ impl Recipe {
         SwitchLoraConfig::from_table(&self.table, 1).map(|(_, adapter)| Some(adapter))
     }
 
-    /// The AdamW config of the dense parameters.
+    /// The AdamW config of the dense parameters (their hyperparameters; the moments'
+    /// precision is [`dense_optimizer`](Self::dense_optimizer)'s).
     pub fn adamw_config(&self) -> AdamWConfig {
         self.dense.adamw()
+    }
+
+    /// The optimizer of the dense parameters (of every parameter for `optimizer = "adamw"`):
+    /// Burn's AdamW, or [`DenseAdamW`](crate::optim::DenseAdamW) when `[dense]` (or the top
+    /// level) sets quantized `moments`.
+    pub fn dense_optimizer(&self) -> Result<DenseOptimizer> {
+        self.dense.optimizer()
+    }
+
+    /// Stores every moment of this recipe at `precision`: the optimizer's and the dense
+    /// parameters' (as a top-level `moments = "q8"` does).
+    pub fn set_moments(&mut self, precision: MomentPrecision) {
+        self.dense.moments = Some(precision.name().to_string());
+        if self.optimizer != ADAMW {
+            self.table.set("moments", precision.name());
+        }
+    }
+
+    /// The precision of the recipe's optimizer moments: its table's `moments` (for `adamw`,
+    /// the dense parameters').
+    pub fn moments(&self) -> Result<MomentPrecision> {
+        match self.table.get("moments").and_then(|v| v.as_str()) {
+            Some(v) if self.optimizer != ADAMW => {
+                table::variant("moments", v, table::MOMENTS_EXPECTED)
+            }
+            _ => self.dense.precision(),
+        }
     }
 
     /// The optimizer for `module` and, for SwitchLoRA, its switcher (`total_steps` sets the
@@ -226,16 +259,19 @@ impl Recipe {
             return Ok((self.build(module, router)?, None));
         }
         let config = self.switchlora_config(total_steps)?;
-        let (optim, switcher) = config.build(module, self.adamw_config().build())?;
+        let (optim, switcher) = match self.dense_optimizer()? {
+            DenseOptimizer::Burn(adamw) => config.build(module, adamw)?,
+            DenseOptimizer::Quantized(adamw) => config.build(module, adamw)?,
+        };
         Ok((optim, Some(switcher)))
     }
 
     /// The optimizer for `module`: the recipe's optimizer on what `router` routes, AdamW on
     /// the rest. A `rank` larger than a routed matrix is an error naming the matrix.
     pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
-        let dense = self.adamw_config().build();
+        let dense = self.dense_optimizer()?;
         match self.optimizer.as_str() {
-            ADAMW => Ok(ModuleOptimizer::from(dense)),
+            ADAMW => Ok(dense.into_module_optimizer()),
             SwitchLoraConfig::NAME => Err(Error::InvalidConfig {
                 field: "optimizer",
                 value: "\"switchlora\" in Recipe::build".into(),
@@ -253,14 +289,16 @@ impl Recipe {
     /// only. For SwitchLoRA, `module` is the dense model: each routed matrix counts as a
     /// SwitchLoRA layer of [`adapter`](Self::adapter)'s rank.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
-        let dense = self.adamw_config().build();
+        let dense = self.dense_optimizer()?;
         Ok(match self.optimizer.as_str() {
             ADAMW => {
                 MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense)
             }
             SwitchLoraConfig::NAME => {
                 let rank = self.adapter()?.map_or(128, |a| a.rank);
-                MemoryReport::estimate(module, router, &AdapterFootprint { rank }, &dense)
+                let moments = self.switchlora_config(1)?.adam.moment_format();
+                let footprint = AdapterFootprint { rank, moments };
+                MemoryReport::estimate(module, router, &footprint, &dense)
             }
             _ => {
                 MemoryReport::estimate(module, router, self.subspace_optimizer()?.as_ref(), &dense)

@@ -20,7 +20,8 @@ macro_rules! nested_setters {
 }
 pub(crate) use nested_setters;
 
-/// Adam's setters (`with_beta_1`, `with_beta_2`, `with_epsilon`, `with_weight_decay`) on a
+/// Adam's setters (`with_beta_1`, `with_beta_2`, `with_epsilon`, `with_weight_decay`,
+/// `with_moments`) on a
 /// config with an `adam: AdamParams` field.
 macro_rules! adam_setters {
     ($config:ty) => {
@@ -33,6 +34,10 @@ macro_rules! adam_setters {
             with_epsilon: epsilon: f32,
             /// Sets the decoupled weight decay.
             with_weight_decay: weight_decay: f32,
+            /// Sets how the moments are stored (`f32`, 8 or 4 bits).
+            with_moments: moments: $crate::MomentPrecision,
+            /// Sets the size below which moments stay `f32`.
+            with_min_quantized_len: min_quantized_len: usize,
         });
     };
 }

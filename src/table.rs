@@ -3,7 +3,7 @@
 //! once, each optimizer reads its own keys (from a struct with `deny_unknown_fields`, so a
 //! stray key is named in the error) in its [`RecipeTable`] implementation.
 
-use burn::optim::{AdamW, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Deserialize;
 
@@ -11,6 +11,7 @@ use crate::adam::AdamParams;
 use crate::error::{Error, Result};
 use crate::groups::{MatrixOptimizer, ParamInfo, Router};
 use crate::memory::StateFootprint;
+use crate::optim::DenseOptimizer;
 use crate::SubspaceConfig;
 
 /// A subspace optimizer's config as a recipe table.
@@ -28,8 +29,12 @@ pub trait RecipeTable: Sized {
 pub trait Routed: StateFootprint {
     /// The `ModuleOptimizer` with this optimizer on `router`'s matrices of a model with
     /// `params`, `dense` on the rest.
-    fn route(&self, params: &[ParamInfo], router: &Router, dense: AdamW)
-        -> Result<ModuleOptimizer>;
+    fn route(
+        &self,
+        params: &[ParamInfo],
+        router: &Router,
+        dense: DenseOptimizer,
+    ) -> Result<ModuleOptimizer>;
 }
 
 impl<P: MatrixOptimizer + StateFootprint> Routed for P {
@@ -37,9 +42,12 @@ impl<P: MatrixOptimizer + StateFootprint> Routed for P {
         &self,
         params: &[ParamInfo],
         router: &Router,
-        dense: AdamW,
+        dense: DenseOptimizer,
     ) -> Result<ModuleOptimizer> {
-        router.route(params, self.clone(), dense)
+        match dense {
+            DenseOptimizer::Burn(adamw) => router.route(params, self.clone(), adamw),
+            DenseOptimizer::Quantized(adamw) => router.route(params, self.clone(), adamw),
+        }
     }
 }
 
@@ -86,7 +94,12 @@ struct AdamKeys {
     beta_2: Option<f32>,
     epsilon: Option<f32>,
     weight_decay: Option<f32>,
+    moments: Option<String>,
+    min_quantized_len: Option<usize>,
 }
+
+/// The choices of a `moments` key.
+pub(crate) const MOMENTS_EXPECTED: &str = "one of f32, q8, q4";
 
 /// The variant of a Burn `Config` enum that `value` names in snake case (`reverse_std` is
 /// `ReverseStd`), or a typed error naming `field` and listing the choices (`expected`).
@@ -207,6 +220,10 @@ impl Table {
         adam.beta_2 = keys.beta_2.unwrap_or(adam.beta_2);
         adam.epsilon = keys.epsilon.unwrap_or(adam.epsilon);
         adam.weight_decay = keys.weight_decay.unwrap_or(adam.weight_decay);
+        adam.min_quantized_len = keys.min_quantized_len.unwrap_or(adam.min_quantized_len);
+        if let Some(v) = &keys.moments {
+            adam.moments = variant("moments", v, MOMENTS_EXPECTED)?;
+        }
         Ok(())
     }
 

@@ -186,7 +186,7 @@ struct Placed<O> {
 fn state_devices<const D: usize>(state: &SubspaceState<D>) -> Vec<Device> {
     let mut out = Vec::new();
     if let Some(m) = &state.moments {
-        out.extend([m.first.device(), m.second.device()]);
+        out.extend(m.devices());
     }
     for basis in state
         .subspace

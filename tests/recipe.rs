@@ -271,3 +271,49 @@ fn the_switchlora_recipe_has_the_published_settings_and_its_own_keys() {
     assert!(reason(with("[switchlora]\ninterval = 6")).contains("interval"));
     assert!(reason(with("[switchlora]\nrank = 0")).contains("rank"));
 }
+
+/// `moments = "q8"` at the top level quantizes the optimizer's moments and the dense AdamW's;
+/// the optimizer table and `[dense]` override it; a bad value is named.
+#[test]
+fn the_moments_key_selects_the_precision_of_every_moment() {
+    use lowrank_optim::optim::DenseOptimizer;
+    use lowrank_optim::MomentPrecision;
+    let text = "optimizer = 'galore'\nlr = 0.01\nmoments = 'q8'\n[galore]\nrank = 4";
+    let recipe = Recipe::from_toml_str("g8", text).unwrap();
+    assert_eq!(recipe.moments().unwrap(), MomentPrecision::Q8);
+    let config = recipe.config::<GaLoreConfig>().unwrap();
+    assert_eq!(config.adam.moments, MomentPrecision::Q8);
+    assert!(matches!(
+        recipe.dense_optimizer().unwrap(),
+        DenseOptimizer::Quantized(_)
+    ));
+
+    let text = "optimizer = 'fira'\nlr = 0.01\nmoments = 'q8'\n[fira]\nmoments = 'q4'\n\
+                min_quantized_len = 64\n[dense]\nmoments = 'f32'";
+    let recipe = Recipe::from_toml_str("mixed", text).unwrap();
+    let config = recipe.config::<FiraConfig>().unwrap();
+    assert_eq!((config.adam.moments, config.adam.min_quantized_len), (MomentPrecision::Q4, 64));
+    assert!(matches!(recipe.dense_optimizer().unwrap(), DenseOptimizer::Burn(_)));
+
+    // AdamW alone: the dense optimizer is all there is, and its state is a quarter-ish.
+    let model: Linear = LinearConfig::new(256, 512).init(&common::device());
+    let f32 = Recipe::from_toml_str("a", "optimizer = 'adamw'\nlr = 0.01").unwrap();
+    let q8 = Recipe::from_toml_str("a8", "optimizer = 'adamw'\nlr = 0.01\nmoments = 'q8'").unwrap();
+    let bytes = |r: &Recipe| r.estimate_memory(&model, &Router::llama()).unwrap().state_bytes();
+    // Weight: 1 byte per entry per moment plus an absmax per 256; the bias stays f32.
+    assert_eq!(bytes(&q8), 2 * (256 * 512 + 4 * 512) + 2 * 4 * 512);
+    assert_eq!(bytes(&f32), 2 * 4 * (256 * 512 + 512));
+
+    for (text, key) in [
+        ("optimizer = 'adamw'\nlr = 0.01\nmoments = 'q3'", "moments"),
+        ("optimizer = 'adamw'\nlr = 0.01\nmoments = 8", "moments"),
+        ("optimizer = 'galore'\nlr = 0.01\n[galore]\nmoments = 'int8'", "moments"),
+        ("optimizer = 'adamw'\nlr = 0.01\n[dense]\nmoments = 'Q8'", "dense.moments"),
+    ] {
+        let message = match Recipe::from_toml_str("bad", text) {
+            Err(e) => e.to_string(),
+            Ok(r) => panic!("accepted {text:?}: {r:?}"),
+        };
+        assert!(message.contains(key) && message.contains("q8"), "{text:?}: {message}");
+    }
+}

@@ -396,7 +396,10 @@ fn memory_figures_match_the_optimizer_record() {
         head: LinearConfig::new(D_OUT, 3).init(&device),
     };
     let router = Router::from_regex(r"^layer\.").unwrap();
-    let footprint = AdapterFootprint { rank: RANK };
+    let footprint = AdapterFootprint {
+        rank: RANK,
+        moments: lowrank_optim::adam::AdamParams::new().moment_format(),
+    };
     let estimate = MemoryReport::estimate(&dense, &router, &footprint, &AdamWConfig::new().build());
     assert_eq!(estimate.state_bytes(), memory.optimizer_bytes);
     assert_eq!(estimate.adamw_bytes(), memory.adamw_bytes);

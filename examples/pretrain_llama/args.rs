@@ -94,6 +94,11 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Store every optimizer's moments at these precisions (f32, q8, q4; comma-separated): a
+    /// comparison runs each recipe at each, named `<recipe>-q8`, ...; one run takes one value.
+    /// Default: the recipes' own.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub moments: Vec<String>,
 }
 
 impl Args {

@@ -14,7 +14,7 @@ use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowrank_optim::clip::clip_grad_norm;
 use lowrank_optim::recipe::Recipe;
-use lowrank_optim::{MemoryReport, Router};
+use lowrank_optim::{MemoryReport, MomentPrecision, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::args::{Args, RunSettings};
@@ -102,6 +102,25 @@ pub fn recipe_for_run(recipe: &Recipe, rank: usize) -> (Recipe, Option<i64>) {
     }
     recipe.table.set("rank", rank as i64);
     (recipe, own.filter(|&r| r != rank as i64))
+}
+
+/// `recipe` with every moment at `precision` (`f32`, `q8`, `q4`; `None` keeps the recipe's),
+/// named `<recipe>-q8` / `-q4` for a quantized precision.
+pub fn at_precision(mut recipe: Recipe, precision: Option<&str>) -> Result<Recipe, String> {
+    let Some(name) = precision else {
+        return Ok(recipe);
+    };
+    let precision = match name {
+        "f32" => MomentPrecision::F32,
+        "q8" => MomentPrecision::Q8,
+        "q4" => MomentPrecision::Q4,
+        other => return Err(format!("--moments takes f32, q8 or q4, not {other:?}")),
+    };
+    recipe.set_moments(precision);
+    if precision != MomentPrecision::F32 {
+        recipe.name = format!("{}-{name}", recipe.name);
+    }
+    Ok(recipe)
 }
 
 /// The peak learning rate, warm-up fraction, final fraction and clipping this run uses.

@@ -8,7 +8,9 @@
 //! - [`frugal`]: PyTorch AdamW in the subspace plus a state-free update outside it; with no
 //!   residual update it is DCT-AdamW.
 //! - [`apollo`]: the raw gradient scaled per channel by the ratio the projected state estimates.
+//! - [`adamw`]: Burn's AdamW with quantizable moments, for the parameters kept dense.
 
+pub mod adamw;
 pub mod apollo;
 pub mod fira;
 pub mod frugal;
@@ -16,6 +18,7 @@ pub mod galore;
 mod scaling;
 mod subspace;
 
+pub use adamw::{DenseAdamW, DenseAdamWConfig, DenseOptimizer};
 pub use apollo::{Apollo, ApolloConfig, ApolloRule};
 pub use fira::{Fira, FiraConfig, FiraRule};
 pub use frugal::{Frugal, FrugalConfig, FrugalRule, Residual};

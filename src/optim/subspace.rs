@@ -14,10 +14,11 @@ use crate::adam::{decay, AdamParams, Moments};
 use crate::error::{Error, Result};
 use crate::groups::MatrixOptimizer;
 use crate::matrix::{
-    all_finite, as_matrix, assert_state_fits, cast_moments, cast_rank, is_matrix_shape, log_skip,
+    all_finite, as_matrix, assert_state_fits, cast_rank, is_matrix_shape, log_skip,
 };
 use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
+use crate::quant::StoredMoments;
 use crate::RecordState;
 
 /// Where an optimizer applies decoupled weight decay `W *= 1 - lr * wd`.
@@ -109,10 +110,10 @@ pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
 /// Per-parameter state of a [`SubspaceOptimizer`].
 #[derive(RecordState, Clone, Debug)]
 pub struct SubspaceState<const D: usize> {
-    /// Adam moments: of the projected gradient for matrices, full-size otherwise; `None` while
-    /// a parameter has no state-full part (FRUGAL's state-free blocks) or before its first
-    /// update.
-    pub moments: Option<Moments<D>>,
+    /// Adam moments: of the projected gradient for matrices, full-size otherwise, stored at the
+    /// configured [`MomentPrecision`](crate::MomentPrecision); `None` while a parameter has no
+    /// state-full part (FRUGAL's state-free blocks) or before its first update.
+    pub moments: Option<StoredMoments<D>>,
     /// The matrix's (or block's) subspace; `None` for tensors kept at full size.
     pub subspace: Option<Subspace>,
     /// Norm of the previous scaled residual for the norm-growth limiter (Fira, APOLLO).
@@ -218,6 +219,11 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         &self.rule
     }
 
+    /// The new moments as they are kept until the next step.
+    fn store<const D: usize>(&self, moments: Moments<D>) -> StoredMoments<D> {
+        StoredMoments::store(moments, self.rule.adam().moment_format())
+    }
+
     /// `weights - update` with the rule's weight decay in its place.
     fn apply<const D: usize>(
         &self,
@@ -248,9 +254,10 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             let ordinal = self.manager.ordinal_of(&weights, &grad);
             self.manager.create(grad.dims(), ordinal)
         });
-        let prepared = match self.manager.prepare(subspace, moments, grad.clone(), step) {
+        let loaded = moments.clone().map(StoredMoments::load);
+        let prepared = match self.manager.prepare(subspace, loaded, grad.clone(), step) {
             Ok(prepared) => prepared,
-            Err((subspace, moments)) => {
+            Err((subspace, _)) => {
                 let state = SubspaceState {
                     moments,
                     subspace: Some(subspace),
@@ -271,7 +278,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         );
         let weights = self.apply(lr, weights, Some(update.update));
         let state = SubspaceState {
-            moments: Some(update.moments),
+            moments: Some(self.store(update.moments)),
             subspace: Some(subspace),
             limiter: update.limiter,
             step: step + 1,
@@ -300,13 +307,14 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             };
             return (weights, Some(state));
         }
+        let moments = state.moments.map(StoredMoments::load);
         let block = self
             .manager
-            .prepare_block(subspace, state.moments, &grad, state.step);
+            .prepare_block(subspace, moments, &grad, state.step);
         let (update, moments) = match block.moments {
             Some(moments) => {
                 let (update, moments) = self.rule.dense(lr, grad, moments);
-                (Some(update), Some(moments))
+                (Some(update), Some(self.store(moments)))
             }
             None => (self.rule.state_free(lr, grad), None),
         };
@@ -327,13 +335,14 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         grad: Tensor<D>,
         state: SubspaceState<D>,
     ) -> (Tensor<D>, SubspaceState<D>) {
-        let moments = state
-            .moments
+        if let Some(stored) = &state.moments {
+            assert_state_fits("optimizer moments", &stored.dims(), &grad.dims());
+        }
+        let moments = (state.moments.clone().map(StoredMoments::load))
             .unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
-        assert_state_fits("optimizer moments", &moments.dims(), &grad.dims());
         let (update, moments) = self.rule.dense(lr, grad, moments);
         let state = SubspaceState {
-            moments: Some(moments),
+            moments: Some(self.store(moments)),
             step: state.step + 1,
             ..state
         };
@@ -344,7 +353,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
 /// [`cast_rank`] for a whole state, inside a `D == 2` branch.
 fn cast_state<const A: usize, const B: usize>(state: SubspaceState<A>) -> SubspaceState<B> {
     SubspaceState {
-        moments: state.moments.map(cast_moments),
+        moments: state.moments.map(StoredMoments::cast),
         subspace: state.subspace,
         limiter: state.limiter,
         step: state.step,
@@ -404,9 +413,11 @@ impl<R: SubspaceRule> StateFootprint for SubspaceOptimizer<R> {
     /// Matrices: two projected moments, the basis as its kind stores it (`f32` columns, `i32`
     /// indices, or only a seed) and the rule's limiter floats; blocks: two full moments while
     /// state-full (the first period's draw for this ordinal), nothing while state-free; other
-    /// tensors: two full moments.
+    /// tensors: two full moments. Moments count at their precision
+    /// ([`MomentFormat::pair_bytes`](crate::quant::MomentFormat::pair_bytes)).
     fn state_bytes(&self, shape: &[usize], ordinal: usize) -> usize {
-        let full = 2 * F32_BYTES * shape.iter().product::<usize>();
+        let precision = self.rule.adam().moment_format();
+        let full = precision.pair_bytes(shape);
         if self.manager.config().projection == ProjectionMethod::Block {
             return if self.manager.block_is_active(ordinal, 0) {
                 full
@@ -419,11 +430,10 @@ impl<R: SubspaceRule> StateFootprint for SubspaceOptimizer<R> {
         }
         let dims = [shape[0], shape[1]];
         let side = self.manager.config().proj_type.side(dims[0], dims[1]);
-        let projected: usize = side
-            .projected_shape(dims, self.manager.effective_rank(dims))
-            .iter()
-            .product();
-        F32_BYTES * (2 * projected + self.rule.limiter_floats()) + self.manager.basis_bytes(dims)
+        let projected = side.projected_shape(dims, self.manager.effective_rank(dims));
+        precision.pair_bytes(&projected)
+            + F32_BYTES * self.rule.limiter_floats()
+            + self.manager.basis_bytes(dims)
     }
 }
 

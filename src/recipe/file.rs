@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 use super::Recipe;
 use crate::error::{check, Error, Result};
-use crate::table::Table;
+use crate::optim::{DenseAdamWConfig, DenseOptimizer};
+use crate::quant::MomentPrecision;
+use crate::table::{variant, Table, MOMENTS_EXPECTED};
 
 /// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -17,6 +19,8 @@ pub struct DenseSection {
     pub beta_2: Option<f32>,
     pub epsilon: Option<f32>,
     pub weight_decay: Option<f32>,
+    /// `"f32"`, `"q8"` or `"q4"`; the recipe's top-level `moments` when unset.
+    pub moments: Option<String>,
 }
 
 impl DenseSection {
@@ -30,8 +34,33 @@ impl DenseSection {
             .map_or(c.clone(), |v| c.with_weight_decay(v))
     }
 
+    /// The moments' precision this table sets (`f32` by default).
+    pub(crate) fn precision(&self) -> Result<MomentPrecision> {
+        match &self.moments {
+            Some(v) => variant("dense.moments", v, MOMENTS_EXPECTED),
+            None => Ok(MomentPrecision::F32),
+        }
+    }
+
+    /// The dense optimizer: Burn's AdamW at `f32`, [`DenseAdamW`] with the same
+    /// hyperparameters when the moments are quantized.
+    pub(crate) fn optimizer(&self) -> Result<DenseOptimizer> {
+        let precision = self.precision()?;
+        if precision == MomentPrecision::F32 {
+            return Ok(DenseOptimizer::Burn(self.adamw().build()));
+        }
+        // Burn's AdamW defaults, overridden as in `adamw()`.
+        let mut c = DenseAdamWConfig::new().with_moments(precision);
+        c.adam.beta_1 = self.beta_1.unwrap_or(c.adam.beta_1);
+        c.adam.beta_2 = self.beta_2.unwrap_or(c.adam.beta_2);
+        c.adam.epsilon = self.epsilon.unwrap_or(c.adam.epsilon);
+        c.adam.weight_decay = self.weight_decay.unwrap_or(c.adam.weight_decay);
+        Ok(DenseOptimizer::Quantized(c.build()?))
+    }
+
     /// Checks every value set, naming it `dense.<key>`.
     pub(crate) fn validate(&self) -> Result<()> {
+        self.precision()?;
         for (field, beta) in [("dense.beta_1", self.beta_1), ("dense.beta_2", self.beta_2)] {
             beta.map_or(Ok(()), |v| check::unit_interval(field, v as f64))?;
         }
@@ -67,9 +96,20 @@ pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
         reason: e.message().to_string(),
     };
     let mut top: toml::Table = toml::from_str(text).map_err(syntax)?;
-    let dense: DenseSection = match top.remove("dense") {
+    let mut dense: DenseSection = match top.remove("dense") {
         Some(v) => v.try_into().map_err(syntax)?,
         None => DenseSection::default(),
+    };
+    let moments = match top.remove("moments") {
+        Some(toml::Value::String(v)) => Some(v),
+        Some(other) => {
+            return Err(Error::InvalidConfig {
+                field: "moments",
+                value: other.to_string(),
+                expected: MOMENTS_EXPECTED,
+            })
+        }
+        None => None,
     };
     let tables: Vec<(&str, toml::Value)> = (optimizers.iter())
         .filter_map(|name| top.remove(*name).map(|v| (*name, v)))
@@ -85,6 +125,10 @@ pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
             ),
         });
     }
+    if let Some(v) = &moments {
+        variant::<MomentPrecision>("moments", v, MOMENTS_EXPECTED)?;
+        dense.moments.get_or_insert_with(|| v.clone());
+    }
     recipe.table = Table::new(&recipe.optimizer, toml::Table::new());
     recipe.dense = dense;
     for (name, value) in tables {
@@ -99,6 +143,11 @@ pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
                     expected: "only the table named like `optimizer`",
                 })
             }
+        }
+    }
+    if let Some(v) = moments {
+        if !recipe.table.has("moments") && recipe.optimizer != super::ADAMW {
+            recipe.table.set("moments", v);
         }
     }
     Ok(recipe)

@@ -9,28 +9,36 @@ use super::layers::find_layers;
 use crate::error::{Error, Result};
 use crate::groups::ParamInfo;
 use crate::memory::{format_bytes, record_tensors, StateFootprint, F32_BYTES};
+use crate::quant::MomentFormat;
 
 /// The optimizer state of a rank-`rank` SwitchLoRA layer in place of a dense matrix, for
 /// [`MemoryReport::estimate`](crate::MemoryReport::estimate) on the dense model: the adapters'
-/// two moments `2 r (d_in + d_out)` plus a step and a freeze counter per vector (`4 r`), in `f32`.
+/// two moments `2 r (d_in + d_out)` at their precision plus a step and a freeze counter per
+/// vector (`4 r`, 32-bit).
 ///
 /// ```
+/// use lowrank_optim::adam::AdamParams;
 /// use lowrank_optim::switchlora::AdapterFootprint;
 /// use lowrank_optim::StateFootprint;
 ///
-/// assert_eq!(AdapterFootprint { rank: 8 }.state_bytes(&[64, 32], 0), 4 * (2 * 8 * 96 + 4 * 8));
+/// let f32 = AdapterFootprint { rank: 8, moments: AdamParams::new().moment_format() };
+/// assert_eq!(f32.state_bytes(&[64, 32], 0), 4 * (2 * 8 * 96 + 4 * 8));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdapterFootprint {
     /// The adapter rank (clamped to the matrix's smaller side).
     pub rank: usize,
+    /// How the adapters' moments are stored.
+    pub moments: MomentFormat,
 }
 
 impl StateFootprint for AdapterFootprint {
     fn state_bytes(&self, shape: &[usize], _ordinal: usize) -> usize {
         let [d_in, d_out] = [shape[0], shape.get(1).copied().unwrap_or(1)];
         let rank = self.rank.min(d_in).min(d_out);
-        F32_BYTES * (2 * rank * (d_in + d_out) + 4 * rank)
+        self.moments.pair_bytes(&[d_in, rank])
+            + self.moments.pair_bytes(&[rank, d_out])
+            + F32_BYTES * 4 * rank
     }
 }
 

@@ -14,7 +14,8 @@ use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
 use crate::adam::{decay, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
-use crate::matrix::{all_finite, assert_state_fits, cast_moments, cast_rank, log_skip};
+use crate::matrix::{all_finite, assert_state_fits, cast_rank, log_skip};
+use crate::quant::{MomentFormat, StoredMoments};
 use crate::setters::adam_setters;
 use crate::table::{variant, Table};
 use crate::{join_path, RecordState, StateSink, StateSource};
@@ -98,6 +99,7 @@ impl SwitchLoraConfig {
     fn adapter_optimizer(&self, vectors: Vectors, path: String, board: Switchboard) -> AdapterAdam {
         AdapterAdam {
             hyper: self.adam.hyper(),
+            format: self.adam.moment_format(),
             weight_decay: self.adam.weight_decay,
             freeze_steps: self.schedule.freeze_steps,
             vectors,
@@ -183,6 +185,7 @@ impl Vectors {
 #[derive(Clone, Debug)]
 pub struct AdapterAdam {
     hyper: AdamHyper,
+    format: MomentFormat,
     weight_decay: f32,
     freeze_steps: usize,
     vectors: Vectors,
@@ -195,8 +198,9 @@ pub struct AdapterAdam {
 /// factors: `1 - beta_2^t` computed in f32 on a GPU loses most of its digits for small `t`).
 #[derive(Clone, Debug)]
 pub struct AdapterAdamState<const D: usize> {
-    /// The moments (their `step` counts this parameter's optimizer steps).
-    pub moments: Moments<D>,
+    /// The moments (their `step` counts this parameter's optimizer steps), at the configured
+    /// precision.
+    pub moments: StoredMoments<D>,
     /// Per vector: steps since its last reset (its bias-correction `t`).
     pub vector_steps: Vec<u32>,
     /// Per vector: steps it stays frozen.
@@ -218,7 +222,7 @@ impl<const D: usize> RecordState for AdapterAdamState<D> {
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let moments = Moments::state_unflatten(&join_path(prefix, "moments"), src, device)?;
+        let moments = StoredMoments::state_unflatten(&join_path(prefix, "moments"), src, device)?;
         let mut counters = |leaf: &str| -> Option<Vec<u32>> {
             let data = src.take_tensor(prefix, leaf)?.convert::<i32>();
             let values = data.try_to_vec::<i32>().ok()?;
@@ -237,7 +241,7 @@ impl<const D: usize> RecordState for AdapterAdamState<D> {
 impl<const D: usize> AdapterAdamState<D> {
     fn cast<const E: usize>(self) -> AdapterAdamState<E> {
         AdapterAdamState {
-            moments: cast_moments(self.moments),
+            moments: self.moments.cast(),
             vector_steps: self.vector_steps,
             frozen: self.frozen,
         }
@@ -253,23 +257,21 @@ fn upload(values: Vec<f32>, device: &Device) -> Tensor<1> {
 impl AdapterAdam {
     /// Applies queued resets: moments and counters of those vectors to 0, frozen for
     /// `freeze_steps` steps.
-    fn reset(&self, state: &mut AdapterAdamState<2>) {
+    fn reset(&self, moments: &mut Moments<2>, vector_steps: &mut [u32], frozen: &mut [u32]) {
         let resets = self.board.take(&self.path);
         if resets.is_empty() {
             return;
         }
-        let count = state.frozen.len();
+        let count = frozen.len();
         let mut keep = vec![1.0f32; count];
         for &i in &resets {
             keep[i] = 0.0;
-            state.vector_steps[i] = 0;
-            state.frozen[i] = self.freeze_steps as u32;
+            vector_steps[i] = 0;
+            frozen[i] = self.freeze_steps as u32;
         }
-        let keep = self
-            .vectors
-            .spread(upload(keep, &state.moments.first.device()));
-        state.moments.first = state.moments.first.clone().mul(keep.clone());
-        state.moments.second = state.moments.second.clone().mul(keep);
+        let keep = self.vectors.spread(upload(keep, &moments.first.device()));
+        moments.first = moments.first.clone().mul(keep.clone());
+        moments.second = moments.second.clone().mul(keep);
     }
 
     fn step_matrix(
@@ -282,8 +284,8 @@ impl AdapterAdam {
         let dims = grad.dims();
         let count = dims[self.vectors.dim()];
         let device = grad.device();
-        let mut state = state.unwrap_or_else(|| AdapterAdamState {
-            moments: Moments::zeros(dims, &device),
+        let state = state.unwrap_or_else(|| AdapterAdamState {
+            moments: StoredMoments::F32(Moments::zeros(dims, &device)),
             vector_steps: vec![0; count],
             frozen: vec![0; count],
         });
@@ -293,24 +295,35 @@ impl AdapterAdam {
             &[state.vector_steps.len()],
             &[count],
         );
-        self.reset(&mut state);
+        let AdapterAdamState {
+            moments,
+            mut vector_steps,
+            mut frozen,
+        } = state;
+        let mut moments = moments.load();
+        self.reset(&mut moments, &mut vector_steps, &mut frozen);
+        let store = |moments, vector_steps, frozen| AdapterAdamState {
+            moments: StoredMoments::store(moments, self.format),
+            vector_steps,
+            frozen,
+        };
         if !all_finite(&grad) {
             log_skip(&dims);
-            return (weights, state);
+            return (weights, store(moments, vector_steps, frozen));
         }
         let AdamHyper { beta_1, beta_2, .. } = self.hyper;
-        let any_frozen = state.frozen.iter().any(|&f| f > 0);
+        let any_frozen = frozen.iter().any(|&f| f > 0);
         let (mut active, mut step_size, mut inv_root) = (vec![], vec![], vec![]);
         for i in 0..count {
-            state.vector_steps[i] += 1;
-            let t = state.vector_steps[i] as i32;
-            let on = state.frozen[i] == 0;
+            vector_steps[i] += 1;
+            let t = vector_steps[i] as i32;
+            let on = frozen[i] == 0;
             active.push(if on { 1.0f32 } else { 0.0 });
             let bias_1 = 1.0 - (beta_1 as f64).powi(t);
             let bias_2 = 1.0 - (beta_2 as f64).powi(t);
             step_size.push(if on { (lr / bias_1) as f32 } else { 0.0 });
             inv_root.push((1.0 / bias_2.sqrt()) as f32);
-            state.frozen[i] = state.frozen[i].saturating_sub(1);
+            frozen[i] = frozen[i].saturating_sub(1);
         }
         let spread = |values: Vec<f32>| self.vectors.spread(upload(values, &device));
         let active = any_frozen.then(|| spread(active));
@@ -318,7 +331,7 @@ impl AdapterAdam {
             Some(mask) => grad.mul(mask.clone()),
             None => grad,
         };
-        let moments = state.moments.update(grad, &self.hyper);
+        let moments = moments.update(grad, &self.hyper);
         let denominator = moments
             .second
             .clone()
@@ -338,7 +351,7 @@ impl AdapterAdam {
             }
             _ => decay(weights, lr, self.weight_decay),
         };
-        (weights.sub(update), AdapterAdamState { moments, ..state })
+        (weights.sub(update), store(moments, vector_steps, frozen))
     }
 }
 
