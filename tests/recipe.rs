@@ -292,14 +292,24 @@ fn the_moments_key_selects_the_precision_of_every_moment() {
                 min_quantized_len = 64\n[dense]\nmoments = 'f32'";
     let recipe = Recipe::from_toml_str("mixed", text).unwrap();
     let config = recipe.config::<FiraConfig>().unwrap();
-    assert_eq!((config.adam.moments, config.adam.min_quantized_len), (MomentPrecision::Q4, 64));
-    assert!(matches!(recipe.dense_optimizer().unwrap(), DenseOptimizer::Burn(_)));
+    assert_eq!(
+        (config.adam.moments, config.adam.min_quantized_len),
+        (MomentPrecision::Q4, 64)
+    );
+    assert!(matches!(
+        recipe.dense_optimizer().unwrap(),
+        DenseOptimizer::Burn(_)
+    ));
 
     // AdamW alone: the dense optimizer is all there is, and its state is a quarter-ish.
     let model: Linear = LinearConfig::new(256, 512).init(&common::device());
     let f32 = Recipe::from_toml_str("a", "optimizer = 'adamw'\nlr = 0.01").unwrap();
     let q8 = Recipe::from_toml_str("a8", "optimizer = 'adamw'\nlr = 0.01\nmoments = 'q8'").unwrap();
-    let bytes = |r: &Recipe| r.estimate_memory(&model, &Router::llama()).unwrap().state_bytes();
+    let bytes = |r: &Recipe| {
+        r.estimate_memory(&model, &Router::llama())
+            .unwrap()
+            .state_bytes()
+    };
     // Weight: 1 byte per entry per moment plus an absmax per 256; the bias stays f32.
     assert_eq!(bytes(&q8), 2 * (256 * 512 + 4 * 512) + 2 * 4 * 512);
     assert_eq!(bytes(&f32), 2 * 4 * (256 * 512 + 512));
@@ -307,13 +317,22 @@ fn the_moments_key_selects_the_precision_of_every_moment() {
     for (text, key) in [
         ("optimizer = 'adamw'\nlr = 0.01\nmoments = 'q3'", "moments"),
         ("optimizer = 'adamw'\nlr = 0.01\nmoments = 8", "moments"),
-        ("optimizer = 'galore'\nlr = 0.01\n[galore]\nmoments = 'int8'", "moments"),
-        ("optimizer = 'adamw'\nlr = 0.01\n[dense]\nmoments = 'Q8'", "dense.moments"),
+        (
+            "optimizer = 'galore'\nlr = 0.01\n[galore]\nmoments = 'int8'",
+            "moments",
+        ),
+        (
+            "optimizer = 'adamw'\nlr = 0.01\n[dense]\nmoments = 'Q8'",
+            "dense.moments",
+        ),
     ] {
         let message = match Recipe::from_toml_str("bad", text) {
             Err(e) => e.to_string(),
             Ok(r) => panic!("accepted {text:?}: {r:?}"),
         };
-        assert!(message.contains(key) && message.contains("q8"), "{text:?}: {message}");
+        assert!(
+            message.contains(key) && message.contains("q8"),
+            "{text:?}: {message}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use lowrank_optim::switchlora::{
     init_bounds, load_record, CandidatePlacement, Slots, SwitchLoraConfig, SwitchLoraLinear,
     SwitchLoraLinearConfig, SwitchLoraMemory, SwitchScheduleConfig, SwitchableLinear, Switcher,
 };
-use lowrank_optim::{Error, MemoryReport, Router};
+use lowrank_optim::{Error, MemoryReport, MomentPrecision, Router, StateFootprint};
 
 const D_IN: usize = 12;
 const D_OUT: usize = 10;
@@ -299,43 +299,96 @@ fn non_adapter_parameters_train_as_plain_adamw() {
     );
 }
 
+/// The adapters' moments at every precision (8 and 4 bits with the size threshold lowered to
+/// the toy's 40-entry adapters).
+fn precisions() -> [SwitchLoraConfig; 3] {
+    [
+        MomentPrecision::F32,
+        MomentPrecision::Q8,
+        MomentPrecision::Q4,
+    ]
+    .map(|p| {
+        SwitchLoraConfig::new(busy_schedule())
+            .with_moments(p)
+            .with_min_quantized_len(16)
+    })
+}
+
 #[test]
 fn module_and_optimizer_records_restore_a_switching_run_exactly() {
+    for config in precisions() {
+        let what = format!("{:?}", config.adam.moments);
+        let device = device();
+        let x = input(&device);
+        let model = Net::new(RANK, &device);
+        let (mut optim, switcher) = config.build(&model, AdamWConfig::new().build()).unwrap();
+        let model = train(model, &mut optim, &switcher, &x, 0..12);
+        let module_bytes = model.clone().into_record().into_bytes().unwrap();
+        let optim_bytes = optim.into_bytes().unwrap();
+        let straight = train(model, &mut optim, &switcher, &x, 12..30);
+
+        // A fresh process: new model (other weights, pools and ids), new optimizer, then the
+        // records.
+        let fresh = Net::new(RANK, &device);
+        let (optim, switcher) = config.build(&fresh, AdamWConfig::new().build()).unwrap();
+        let record = ModuleRecord::from_bytes(module_bytes).unwrap();
+        let resumed = load_record(fresh, record).unwrap();
+        let mut optim = optim.from_bytes(optim_bytes).unwrap();
+        let resumed = train(resumed, &mut optim, &switcher, &x, 12..30);
+        for (a, b) in [
+            (straight.layer.lora_a.val(), resumed.layer.lora_a.val()),
+            (straight.layer.lora_b.val(), resumed.layer.lora_b.val()),
+            (straight.layer.weight.val(), resumed.layer.weight.val()),
+            (
+                straight.layer.candidates_a.0.val(),
+                resumed.layer.candidates_a.0.val(),
+            ),
+            (straight.head.weight.val(), resumed.head.weight.val()),
+        ] {
+            assert_eq!(values(&a), values(&b), "{what}");
+        }
+        assert_eq!(slots(&straight.layer), slots(&resumed.layer), "{what}");
+        assert_ne!(
+            slots(&straight.layer),
+            Slots::initial(RANK, D_OUT),
+            "{what}: the run should switch"
+        );
+    }
+}
+
+/// Quantized adapter moments: the record's bytes per parameter equal the footprint's estimate
+/// from the dense model's shapes, below the f32 state (at this toy size the 4-bit rank-1
+/// scales, `rows + cols` floats, outweigh what 4 bits save over 8).
+#[test]
+fn quantized_adapter_state_matches_its_footprint() {
     let device = device();
     let x = input(&device);
-    let config = SwitchLoraConfig::new(busy_schedule());
-    let model = Net::new(RANK, &device);
-    let (mut optim, switcher) = config.build(&model, AdamWConfig::new().build()).unwrap();
-    let model = train(model, &mut optim, &switcher, &x, 0..12);
-    let module_bytes = model.clone().into_record().into_bytes().unwrap();
-    let optim_bytes = optim.into_bytes().unwrap();
-    let straight = train(model, &mut optim, &switcher, &x, 12..30);
-
-    // A fresh process: new model (other weights, pools and ids), new optimizer, then the records.
-    let fresh = Net::new(RANK, &device);
-    let (optim, switcher) = config.build(&fresh, AdamWConfig::new().build()).unwrap();
-    let record = ModuleRecord::from_bytes(module_bytes).unwrap();
-    let resumed = load_record(fresh, record).unwrap();
-    let mut optim = optim.from_bytes(optim_bytes).unwrap();
-    let resumed = train(resumed, &mut optim, &switcher, &x, 12..30);
-    for (a, b) in [
-        (straight.layer.lora_a.val(), resumed.layer.lora_a.val()),
-        (straight.layer.lora_b.val(), resumed.layer.lora_b.val()),
-        (straight.layer.weight.val(), resumed.layer.weight.val()),
-        (
-            straight.layer.candidates_a.0.val(),
-            resumed.layer.candidates_a.0.val(),
-        ),
-        (straight.head.weight.val(), resumed.head.weight.val()),
-    ] {
-        assert_eq!(values(&a), values(&b));
+    let mut f32_bytes = None;
+    for config in precisions() {
+        let model = Net::new(RANK, &device);
+        let (mut optim, switcher) = config.build(&model, AdamWConfig::new().build()).unwrap();
+        let model = train(model, &mut optim, &switcher, &x, 0..2);
+        let measured = MemoryReport::measure(&optim, &model).unwrap();
+        let adapters: usize = (measured.params.iter())
+            .filter(|p| p.path.contains("lora_"))
+            .map(|p| p.state_bytes)
+            .sum();
+        let footprint = AdapterFootprint {
+            rank: RANK,
+            moments: config.adam.moment_format(),
+        };
+        // The footprint counts both adapters and their 4 r counters against the dense weight.
+        assert_eq!(
+            adapters,
+            footprint.state_bytes(&[D_IN, D_OUT], 0),
+            "{:?}",
+            config.adam.moments
+        );
+        match f32_bytes {
+            None => f32_bytes = Some(adapters),
+            Some(full) => assert!(adapters < full, "{:?}", config.adam.moments),
+        }
     }
-    assert_eq!(slots(&straight.layer), slots(&resumed.layer));
-    assert_ne!(
-        slots(&straight.layer),
-        Slots::initial(RANK, D_OUT),
-        "the run should switch"
-    );
 }
 
 #[test]
