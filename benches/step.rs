@@ -178,5 +178,35 @@ fn bench_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_step);
+/// Quantizing and dequantizing one projected moment (`m x r`), alone.
+fn bench_quantizer(c: &mut Criterion) {
+    use lowrank_optim::quant::{dequantize, quantize, CodeMap, Normalization};
+    let device = Device::default();
+    let mut group = c.benchmark_group("quantizer");
+    group.sample_size(10);
+    for (m, _, r) in SHAPES {
+        let moment = random(m, r, 1.0, &device);
+        let id = format!("{m}x{r}");
+        for (map, norm) in [
+            (CodeMap::Signed8, Normalization::Blocks(256)),
+            (CodeMap::Linear4, Normalization::Rank1 { rows: m, cols: r }),
+        ] {
+            let moment = if map == CodeMap::Linear4 {
+                moment.clone().abs()
+            } else {
+                moment.clone()
+            };
+            group.bench_function(format!("quantize/{map:?}/{id}"), |b| {
+                b.iter(|| quantize(moment.clone(), map, norm))
+            });
+            let codes = quantize(moment.clone(), map, norm);
+            group.bench_function(format!("dequantize/{map:?}/{id}"), |b| {
+                b.iter(|| sync(&dequantize(&codes, map, norm, [m, r])))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_step, bench_quantizer);
 criterion_main!(benches);

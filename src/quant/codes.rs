@@ -3,9 +3,11 @@
 //! code table by a branchless binary search, pack the codes into `i32` words (WGSL has no 8-bit
 //! integers); and back.
 
-use burn::tensor::{Device, Int, IntDType, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
+use super::host;
 use super::maps::CodeMap;
+use crate::matrix::is_host_device;
 
 /// How a quantized tensor is normalized before its values are looked up in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +74,8 @@ fn fit(flat: Tensor<1>, len: usize) -> Tensor<1> {
 
 /// The nearest table entry's index for every value of `x` (already in the table's range):
 /// the largest `i` with `table[i] <= x` by a branchless binary search, then one step up where
-/// the next entry is strictly closer (ties go down, as bitsandbytes' CPU quantizer).
+/// `x` lies above the `f32` midpoint `(table[i] + table[i + 1]) * 0.5`, as bitsandbytes' CUDA
+/// kernel rounds (ties go down). Equivalently, the number of midpoints below `x`.
 fn nearest(x: Tensor<1>, map: CodeMap, table: &Tensor<1>) -> Tensor<1, Int> {
     let size = table.dims()[0];
     let mut half = size / 2;
@@ -90,10 +93,11 @@ fn nearest(x: Tensor<1>, map: CodeMap, table: &Tensor<1>) -> Tensor<1, Int> {
         let up = x.clone().greater_equal(probe).int().mul_scalar(half as i64);
         codes = codes.add(up);
     }
-    let up = codes.clone().add_scalar(1).clamp_max(size as i64 - 1);
-    let below = x.clone().sub(table.clone().select(0, codes.clone())).abs();
-    let above = x.clone().sub(table.clone().select(0, up)).abs();
-    let codes = codes.add(above.lower(below).int());
+    let midpoints = midpoints(map);
+    let count = midpoints.len();
+    let midpoints = Tensor::<1>::from_data(TensorData::new(midpoints, [count]), &x.device());
+    let above = x.clone().greater(midpoints.select(0, codes.clone()));
+    let codes = codes.add(above.int());
     if !map.keeps_sign() {
         return codes;
     }
@@ -107,11 +111,20 @@ fn nearest(x: Tensor<1>, map: CodeMap, table: &Tensor<1>) -> Tensor<1, Int> {
     codes.add(step_up).sub(step_down)
 }
 
-/// Packs codes (`len` of them, each `< 2^bits`) into `i32` words.
-fn pack(codes: Tensor<1, Int>, map: CodeMap) -> Tensor<1, Int> {
+/// `(table[i] + table[i + 1]) * 0.5` in `f32` for each entry, `+inf` after the last: `x` rounds
+/// up from entry `i` where `x > midpoints[i]`.
+pub(super) fn midpoints(map: CodeMap) -> Vec<f32> {
+    let table = map.table();
+    let mut midpoints: Vec<f32> = table.windows(2).map(|w| (w[0] + w[1]) * 0.5).collect();
+    midpoints.push(f32::INFINITY);
+    midpoints
+}
+
+/// Packs the first `len` codes (each `< 2^bits`) into `i32` words, the last one zero-padded.
+fn pack(codes: Tensor<1, Int>, map: CodeMap, len: usize) -> Tensor<1, Int> {
     let per = per_word(map);
-    let words = codes.dims()[0].div_ceil(per);
-    let codes = codes.cast(IntDType::I32);
+    let words = len.div_ceil(per);
+    let codes = fit_int(codes.cast(IntDType::I32), len);
     let codes = fit_int(codes, words * per).reshape([words, per]);
     let mut packed = codes.clone().slice([0..words, 0..1]);
     for k in 1..per {
@@ -142,7 +155,7 @@ fn unpack(words: &Tensor<1, Int>, map: CodeMap) -> Tensor<1, Int> {
     let shifts: Vec<i32> = (0..per).map(|k| k as i32 * map.bits() as i32).collect();
     let shifts = Tensor::<1, Int>::from_data(
         TensorData::new(shifts, [per]),
-        (&words.device(), burn::tensor::DType::I32),
+        (&words.device(), DType::I32),
     );
     let mask = (1i64 << map.bits()) - 1;
     let spread = words.clone().unsqueeze_dim::<2>(1).expand([count, per]);
@@ -173,11 +186,50 @@ fn rank1_scale(scales: Tensor<1>, rows: usize, cols: usize) -> Tensor<2> {
     row.min_pair(col)
 }
 
-/// Quantizes `values` (any shape, flattened row-major) onto `map` under `norm`.
+/// Quantizes `values` (any shape, flattened row-major) onto `map` under `norm`: in tensor ops
+/// on a GPU backend, in host loops on a CPU backend (the same codes).
 ///
 /// # Panics
 /// If a [`Normalization::Rank1`] does not describe `values`' element count.
 pub fn quantize<const D: usize>(values: Tensor<D>, map: CodeMap, norm: Normalization) -> Codes {
+    let len: usize = values.dims().iter().product();
+    if let Normalization::Rank1 { rows, cols } = norm {
+        assert_eq!(
+            rows * cols,
+            len,
+            "rank-1 normalization of {len} values as {rows}x{cols}"
+        );
+    }
+    let device = values.device();
+    if !is_host_device(&device) {
+        return quantize_on_device(values, map, norm);
+    }
+    let values = host_values(values.into_data());
+    let (words, scales) = host::quantize(&values, map, norm);
+    let count = scales.len();
+    Codes {
+        words: Tensor::from_data(
+            TensorData::new(words.clone(), [words.len()]),
+            (&device, DType::I32),
+        ),
+        scales: Tensor::from_data(TensorData::new(scales, [count]), &device),
+        len,
+    }
+}
+
+/// A float tensor's values on the host.
+fn host_values(data: TensorData) -> Vec<f32> {
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
+/// [`quantize`] in tensor ops on `values`' device.
+pub(super) fn quantize_on_device<const D: usize>(
+    values: Tensor<D>,
+    map: CodeMap,
+    norm: Normalization,
+) -> Codes {
     let len: usize = values.dims().iter().product();
     let device = values.device();
     let table = table(map, &device);
@@ -191,11 +243,6 @@ pub fn quantize<const D: usize>(values: Tensor<D>, map: CodeMap, norm: Normaliza
             (normed.reshape([blocks * block]), absmax.reshape([blocks]))
         }
         Normalization::Rank1 { rows, cols } => {
-            assert_eq!(
-                rows * cols,
-                len,
-                "rank-1 normalization of {len} values as {rows}x{cols}"
-            );
             let grid = flat.reshape([rows, cols]).abs();
             let row = grid.clone().max_dim(1).reshape([rows]);
             let col = grid.clone().max_dim(0).reshape([cols]);
@@ -206,7 +253,7 @@ pub fn quantize<const D: usize>(values: Tensor<D>, map: CodeMap, norm: Normaliza
     };
     let codes = nearest(normed, map, &table);
     Codes {
-        words: pack(codes, map),
+        words: pack(codes, map, len),
         scales,
         len,
     }
@@ -214,6 +261,24 @@ pub fn quantize<const D: usize>(values: Tensor<D>, map: CodeMap, norm: Normaliza
 
 /// The values `codes` stand for, shaped `dims`.
 pub fn dequantize<const D: usize>(
+    codes: &Codes,
+    map: CodeMap,
+    norm: Normalization,
+    dims: [usize; D],
+) -> Tensor<D> {
+    let device = codes.scales.device();
+    if !is_host_device(&device) {
+        return dequantize_on_device(codes, map, norm, dims);
+    }
+    let words = codes.words.to_data().convert::<i32>();
+    let words = words.as_slice::<i32>().expect("codes are i32");
+    let scales = host_values(codes.scales.to_data());
+    let values = host::dequantize(words, &scales, codes.len, map, norm);
+    Tensor::from_data(TensorData::new(values, dims), &device)
+}
+
+/// [`dequantize`] in tensor ops on the codes' device.
+pub(super) fn dequantize_on_device<const D: usize>(
     codes: &Codes,
     map: CodeMap,
     norm: Normalization,
@@ -267,6 +332,6 @@ pub fn from_bytes(
         .collect();
     Some(Tensor::from_data(
         TensorData::new(values, [words]),
-        (device, burn::tensor::DType::I32),
+        (device, DType::I32),
     ))
 }

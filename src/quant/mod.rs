@@ -12,6 +12,7 @@
 //! | `Q4` | signed 4-bit dynamic map, absmax per 128 | linear map without zero, rank-1 normalization (matrices; absmax per 128 otherwise) | `f32` |
 
 mod codes;
+mod host;
 mod maps;
 
 use burn::config::Config;
