@@ -55,11 +55,9 @@ pub fn code_bytes(map: CodeMap, len: usize) -> usize {
     (len * map.bits() as usize).div_ceil(8)
 }
 
-/// The table as a device tensor.
-fn table(map: CodeMap, device: &Device) -> Tensor<1> {
-    let values = map.table();
-    let len = values.len();
-    Tensor::from_data(TensorData::new(values, [len]), device)
+/// `values` (a table or its midpoints) as a device tensor.
+fn upload(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
 
 /// `flat` cut or zero-padded to `len` elements.
@@ -74,8 +72,7 @@ fn fit(flat: Tensor<1>, len: usize) -> Tensor<1> {
 
 /// The nearest table entry's index for every value of `x` (already in the table's range):
 /// the largest `i` with `table[i] <= x` by a branchless binary search, then one step up where
-/// `x` lies above the `f32` midpoint `(table[i] + table[i + 1]) * 0.5`, as bitsandbytes' CUDA
-/// kernel rounds (ties go down). Equivalently, the number of midpoints below `x`.
+/// `x` lies above [`CodeMap::midpoints`]`[i]`, as bitsandbytes' CUDA kernel rounds (ties go down). Equivalently, the number of midpoints below `x`.
 fn nearest(x: Tensor<1>, map: CodeMap, table: &Tensor<1>) -> Tensor<1, Int> {
     let size = table.dims()[0];
     let mut half = size / 2;
@@ -93,9 +90,7 @@ fn nearest(x: Tensor<1>, map: CodeMap, table: &Tensor<1>) -> Tensor<1, Int> {
         let up = x.clone().greater_equal(probe).int().mul_scalar(half as i64);
         codes = codes.add(up);
     }
-    let midpoints = midpoints(map);
-    let count = midpoints.len();
-    let midpoints = Tensor::<1>::from_data(TensorData::new(midpoints, [count]), &x.device());
+    let midpoints = upload(map.midpoints(), &x.device());
     let above = x.clone().greater(midpoints.select(0, codes.clone()));
     let codes = codes.add(above.int());
     if !map.keeps_sign() {
@@ -109,15 +104,6 @@ fn nearest(x: Tensor<1>, map: CodeMap, table: &Tensor<1>) -> Tensor<1, Int> {
     let step_up = flipped.clone().bool_and(x.greater_elem(0.0)).int();
     let step_down = flipped.bool_and(negative).int();
     codes.add(step_up).sub(step_down)
-}
-
-/// `(table[i] + table[i + 1]) * 0.5` in `f32` for each entry, `+inf` after the last: `x` rounds
-/// up from entry `i` where `x > midpoints[i]`.
-pub(super) fn midpoints(map: CodeMap) -> Vec<f32> {
-    let table = map.table();
-    let mut midpoints: Vec<f32> = table.windows(2).map(|w| (w[0] + w[1]) * 0.5).collect();
-    midpoints.push(f32::INFINITY);
-    midpoints
 }
 
 /// Packs the first `len` codes (each `< 2^bits`) into `i32` words, the last one zero-padded.
@@ -206,15 +192,17 @@ pub fn quantize<const D: usize>(values: Tensor<D>, map: CodeMap, norm: Normaliza
     }
     let values = host_values(values.into_data());
     let (words, scales) = host::quantize(&values, map, norm);
-    let count = scales.len();
     Codes {
-        words: Tensor::from_data(
-            TensorData::new(words.clone(), [words.len()]),
-            (&device, DType::I32),
-        ),
-        scales: Tensor::from_data(TensorData::new(scales, [count]), &device),
+        words: words_tensor(words, &device),
+        scales: upload(&scales, &device),
         len,
     }
+}
+
+/// Packed codes as an `i32` device tensor.
+fn words_tensor(words: Vec<i32>, device: &Device) -> Tensor<1, Int> {
+    let count = words.len();
+    Tensor::from_data(TensorData::new(words, [count]), (device, DType::I32))
 }
 
 /// A float tensor's values on the host.
@@ -232,7 +220,7 @@ pub(super) fn quantize_on_device<const D: usize>(
 ) -> Codes {
     let len: usize = values.dims().iter().product();
     let device = values.device();
-    let table = table(map, &device);
+    let table = upload(map.table(), &device);
     let flat = values.reshape([len]);
     let (normed, scales) = match norm {
         Normalization::Blocks(block) => {
@@ -285,7 +273,7 @@ pub(super) fn dequantize_on_device<const D: usize>(
     dims: [usize; D],
 ) -> Tensor<D> {
     let len = codes.len;
-    let table = table(map, &codes.scales.device());
+    let table = upload(map.table(), &codes.scales.device());
     let values = table.select(0, unpack(&codes.words, map));
     let values = match norm {
         Normalization::Blocks(block) => {
@@ -307,8 +295,8 @@ pub(super) fn dequantize_on_device<const D: usize>(
 /// nibble), for a checkpoint; one read of the device words.
 pub fn to_bytes(codes: &Codes, map: CodeMap) -> Vec<u8> {
     let data = codes.words.to_data().convert::<i32>();
-    let words: Vec<i32> = data.try_to_vec::<i32>().expect("codes convert to i32");
-    let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let words = data.as_slice::<i32>().expect("codes are i32");
+    let mut bytes = host::bytes_of_words(words);
     bytes.truncate(code_bytes(map, codes.len));
     bytes
 }
@@ -323,15 +311,5 @@ pub fn from_bytes(
     if bytes.len() != code_bytes(map, len) {
         return None;
     }
-    let words = len.div_ceil(per_word(map));
-    let mut padded = bytes.to_vec();
-    padded.resize(words * 4, 0);
-    let values: Vec<i32> = padded
-        .chunks_exact(4)
-        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Some(Tensor::from_data(
-        TensorData::new(values, [words]),
-        (device, DType::I32),
-    ))
+    Some(words_tensor(host::words_from_bytes(bytes), device))
 }

@@ -17,7 +17,7 @@ struct Lookup {
     /// The table, padded to 256 entries with its last one, so a `u8` code indexes it
     /// without a bounds check.
     table: [f32; 256],
-    /// `codes::midpoints`, padded with `+inf`.
+    /// [`CodeMap::midpoints`], padded with `+inf`.
     midpoints: [f32; 256],
     below: Box<[u8; 1 << 16]>,
     /// The code of 0.0 in a map whose codes keep their value's sign.
@@ -40,8 +40,7 @@ const PER_BUCKET: usize = 2;
 
 impl Lookup {
     fn new(map: CodeMap) -> Self {
-        let values = map.table();
-        let mids = super::codes::midpoints(map);
+        let (values, mids) = (map.table(), map.midpoints());
         // The finite thresholds: at most 255 of them, so a count fits a byte.
         let keys: Vec<u32> = (mids.iter())
             .filter(|m| m.is_finite())
@@ -57,9 +56,9 @@ impl Lookup {
             "a lookup bucket of {map:?} holds {crowded:?} thresholds"
         );
         let mut table = [*values.last().unwrap(); 256];
-        table[..values.len()].copy_from_slice(&values);
+        table[..values.len()].copy_from_slice(values);
         let mut midpoints = [f32::INFINITY; 256];
-        midpoints[..mids.len()].copy_from_slice(&mids);
+        midpoints[..mids.len()].copy_from_slice(mids);
         let zero = map
             .keeps_sign()
             .then(|| values.iter().position(|&t| t == 0.0))
@@ -120,6 +119,12 @@ fn pack(codes: &[u8], bits: usize) -> Vec<i32> {
             .map(|pair| pair[0] | pair.get(1).map_or(0, |&hi| hi << 4))
             .collect(),
     };
+    words_from_bytes(&bytes)
+}
+
+/// `i32` words from little-endian bytes, the last one zero-padded: packed codes as the device
+/// holds them, from the bytes a checkpoint (or [`pack`]) lays them out in.
+pub(super) fn words_from_bytes(bytes: &[u8]) -> Vec<i32> {
     (bytes.chunks(4))
         .map(|word| {
             let mut le = [0u8; 4];
@@ -129,21 +134,18 @@ fn pack(codes: &[u8], bits: usize) -> Vec<i32> {
         .collect()
 }
 
+/// The little-endian bytes of `words`.
+pub(super) fn bytes_of_words(words: &[i32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
 /// The codes of `words`, `len` of them.
 fn unpack(words: &[i32], bits: usize, len: usize) -> Vec<u8> {
-    let mut codes = vec![0u8; words.len() * (32 / bits)];
-    if bits == 8 {
-        for (out, &word) in codes.chunks_exact_mut(4).zip(words) {
-            out.copy_from_slice(&word.to_le_bytes());
-        }
-    } else {
-        for (out, &word) in codes.chunks_exact_mut(8).zip(words) {
-            for (pair, byte) in out.chunks_exact_mut(2).zip(word.to_le_bytes()) {
-                pair[0] = byte & 15;
-                pair[1] = byte >> 4;
-            }
-        }
-    }
+    let bytes = bytes_of_words(words);
+    let mut codes = match bits {
+        8 => bytes,
+        _ => bytes.iter().flat_map(|&b| [b & 15, b >> 4]).collect(),
+    };
     codes.truncate(len);
     codes
 }

@@ -1,6 +1,8 @@
 //! The code tables of quantized moments: bitsandbytes' dynamic maps (8-bit Adam) and the
 //! 4-bit maps of Li et al. (2023) that torchao's `AdamW4bit` uses.
 
+use std::sync::OnceLock;
+
 /// A sorted table of `2^bits` values in `[-1, 1]`; a code is an index into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeMap {
@@ -33,14 +35,31 @@ impl CodeMap {
         self == CodeMap::Signed8
     }
 
-    /// The table, sorted ascending, `2^bits` entries.
-    pub fn table(self) -> Vec<f32> {
-        match self {
-            CodeMap::Signed8 => dynamic_map(true, 7, 8),
-            CodeMap::Unsigned8 => dynamic_map(false, 7, 8),
-            CodeMap::Signed4 => dynamic_map(true, 3, 4),
-            CodeMap::Linear4 => (1..=16).map(|k| k as f32 / 16.0).collect(),
-        }
+    /// The table, sorted ascending, `2^bits` entries (built once per process).
+    pub fn table(self) -> &'static [f32] {
+        &self.cached().0
+    }
+
+    /// `(table[i] + table[i + 1]) * 0.5` in `f32` for each entry, `+inf` after the last: a
+    /// value rounds up from entry `i` where it exceeds `midpoints[i]`.
+    pub fn midpoints(self) -> &'static [f32] {
+        &self.cached().1
+    }
+
+    /// The table and its midpoints, computed on first use.
+    fn cached(self) -> &'static (Vec<f32>, Vec<f32>) {
+        static CACHE: [OnceLock<(Vec<f32>, Vec<f32>)>; 4] = [const { OnceLock::new() }; 4];
+        CACHE[self as usize].get_or_init(|| {
+            let table = match self {
+                CodeMap::Signed8 => dynamic_map(true, 7, 8),
+                CodeMap::Unsigned8 => dynamic_map(false, 7, 8),
+                CodeMap::Signed4 => dynamic_map(true, 3, 4),
+                CodeMap::Linear4 => (1..=16).map(|k| k as f32 / 16.0).collect(),
+            };
+            let mut midpoints: Vec<f32> = table.windows(2).map(|w| (w[0] + w[1]) * 0.5).collect();
+            midpoints.push(f32::INFINITY);
+            (table, midpoints)
+        })
     }
 }
 
