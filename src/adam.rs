@@ -90,44 +90,103 @@ impl AdamHyper {
         moments: Moments<D>,
     ) -> (Tensor<D>, Moments<D>) {
         let moments = moments.update(grad, self);
-        let step_size = self.hf_step_size(lr, moments.step);
-        (moments.direction(self).mul_scalar(step_size), moments)
+        let step_size = self.hf_step_size(lr, &moments);
+        (step_size.times(moments.direction(self)), moments)
     }
 
-    /// The Hugging Face / GaLore step size `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`.
+    /// The Hugging Face / GaLore step size `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)` for the
+    /// moments' `t` ([`Moments::bias_step`]).
     ///
     /// Used with [`Moments::direction`], whose denominator is `sqrt(v) + eps` *without* bias
     /// correction: this is the convention of `transformers.AdamW` that `galore-torch` copied, and
     /// it differs from PyTorch's AdamW in where `eps` sits.
-    pub fn hf_step_size(&self, lr: f64, step: usize) -> f64 {
-        let t = step as i32;
-        let bias_1 = 1.0 - (self.beta_1 as f64).powi(t);
-        let bias_2 = 1.0 - (self.beta_2 as f64).powi(t);
-        lr * bias_2.sqrt() / bias_1
+    pub fn hf_step_size<const D: usize>(&self, lr: f64, moments: &Moments<D>) -> Coefficient {
+        let (b1, b2) = (self.beta_1, self.beta_2);
+        moments.at_step(
+            |t| {
+                let bias_1 = 1.0 - (b1 as f64).powi(t);
+                let bias_2 = 1.0 - (b2 as f64).powi(t);
+                lr * bias_2.sqrt() / bias_1
+            },
+            |t| {
+                let bias_2 = one_minus_power(b2, t.clone()).sqrt();
+                bias_2.div(one_minus_power(b1, t)).mul_scalar(lr)
+            },
+        )
     }
 
     /// PyTorch AdamW's update `lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`, as
     /// FRUGAL and DCT-AdamW compute it: `lr_t * m / (sqrt(v) + eps * sqrt(1 - b2^t))` with the
     /// step size `lr_t` of [`hf_step_size`](Self::hf_step_size).
     pub fn torch_update<const D: usize>(&self, moments: &Moments<D>, lr: f64) -> Tensor<D> {
-        let bias_2 = 1.0 - (self.beta_2 as f64).powi(moments.step as i32);
-        let denominator = moments
-            .second
-            .clone()
-            .sqrt()
-            .add_scalar(self.epsilon as f64 * bias_2.sqrt());
-        moments
-            .first
-            .clone()
-            .div(denominator)
-            .mul_scalar(self.hf_step_size(lr, moments.step))
+        let (b2, eps) = (self.beta_2, self.epsilon as f64);
+        let eps_t = moments.at_step(
+            |t| eps * (1.0 - (b2 as f64).powi(t)).sqrt(),
+            |t| one_minus_power(b2, t).sqrt().mul_scalar(eps),
+        );
+        let denominator = eps_t.plus(moments.second.clone().sqrt());
+        self.hf_step_size(lr, moments)
+            .times(moments.first.clone().div(denominator))
     }
+}
+
+/// A per-step coefficient (a step size, a bias correction): a number on the host, or a
+/// one-element tensor on the device when the step count it depends on is only known there
+/// (see [`Moments::skipped`]).
+#[derive(Clone, Debug)]
+pub enum Coefficient {
+    /// Known on the host.
+    Host(f64),
+    /// A one-element tensor on the parameter's device.
+    Device(Tensor<1>),
+}
+
+impl Coefficient {
+    /// `x * c`.
+    pub fn times<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Coefficient::Host(c) => x.mul_scalar(*c),
+            Coefficient::Device(c) => x.mul(c.clone().reshape([1; D])),
+        }
+    }
+
+    /// `x + c`.
+    pub fn plus<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Coefficient::Host(c) => x.add_scalar(*c),
+            Coefficient::Device(c) => x.add(c.clone().reshape([1; D])),
+        }
+    }
+
+    /// `x / c`.
+    pub fn divides<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Coefficient::Host(c) => x.div_scalar(*c),
+            Coefficient::Device(c) => x.div(c.clone().reshape([1; D])),
+        }
+    }
+
+    /// `c * k`.
+    pub fn scaled(self, k: f64) -> Self {
+        match self {
+            Coefficient::Host(c) => Coefficient::Host(c * k),
+            Coefficient::Device(c) => Coefficient::Device(c.mul_scalar(k)),
+        }
+    }
+}
+
+/// `1 - beta^t` elementwise on the device.
+pub(crate) fn one_minus_power(beta: f32, t: Tensor<1>) -> Tensor<1> {
+    t.mul_scalar((beta as f64).ln()).exp().neg().add_scalar(1.0)
 }
 
 /// First and second Adam moments with their own bias-correction step count.
 ///
 /// `step` counts the updates folded into these moments; a refresh with
-/// [`MomentPolicy::Reset`](crate::projection::MomentPolicy::Reset) restarts it at 0.
+/// [`MomentPolicy::Reset`](crate::projection::MomentPolicy::Reset) restarts it at 0. On a
+/// non-CPU backend a step whose gradient is not finite is skipped on the device, without the
+/// host learning of it until it reads anyway (at a refresh): `step` then counts it too and
+/// `skipped` holds how many of `step` were skipped, so bias correction uses `step - skipped`.
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
@@ -147,8 +206,11 @@ pub struct Moments<const D: usize> {
     pub first: Tensor<D>,
     /// Exponential moving average of the squared gradient.
     pub second: Tensor<D>,
-    /// Number of updates folded into the averages (the `t` of bias correction).
+    /// Updates counted into the averages; bias correction's `t` is `step - skipped`.
     pub step: usize,
+    /// Of `step`, the updates skipped on the device and not yet read back; `None`: none. Set
+    /// from the owning optimizer's state for a step, never stored with the moments.
+    pub skipped: Option<Tensor<1>>,
 }
 
 impl<const D: usize> Moments<D> {
@@ -158,7 +220,26 @@ impl<const D: usize> Moments<D> {
             first: Tensor::zeros(shape, device),
             second: Tensor::zeros(shape, device),
             step: 0,
+            skipped: None,
         }
+    }
+
+    /// `host(t)` for the bias-correction count `t`, computed on the host when `t` is known
+    /// there; when [`skipped`](Self::skipped) is on the device, a one-element device tensor:
+    /// `host(step)` while nothing was skipped (the common case, bit for bit the host value),
+    /// `device(step - skipped)` otherwise.
+    pub fn at_step(
+        &self,
+        host: impl Fn(i32) -> f64,
+        device: impl Fn(Tensor<1>) -> Tensor<1>,
+    ) -> Coefficient {
+        let exact = host(self.step as i32);
+        let Some(skipped) = &self.skipped else {
+            return Coefficient::Host(exact);
+        };
+        let t = skipped.clone().neg().add_scalar(self.step as f64);
+        let exact_value = Tensor::full([1], exact, &skipped.device());
+        Coefficient::Device(exact_value.mask_where(skipped.clone().greater_elem(0.0), device(t)))
     }
 
     /// Folds one gradient into the averages: `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g²`.
@@ -175,6 +256,7 @@ impl<const D: usize> Moments<D> {
             first,
             second,
             step: self.step + 1,
+            skipped: self.skipped,
         }
     }
 
@@ -191,6 +273,7 @@ impl<const D: usize> Moments<D> {
             first: self.first.to_device(device),
             second: self.second.to_device(device),
             step: self.step,
+            skipped: self.skipped.map(|s| s.to_device(device)),
         }
     }
 

@@ -37,7 +37,7 @@ pub fn clip_grad_norm<M: Module>(
     };
     module.visit(&mut sum);
     let norm = match sum.total {
-        Some(total) => total.into_scalar::<f64>().sqrt(),
+        Some(total) => crate::readback::scalar_f64(total).sqrt(),
         None => return (grads, 0.0),
     };
     if !norm.is_finite() || norm <= max_norm {

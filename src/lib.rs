@@ -65,9 +65,11 @@ pub mod memory;
 pub mod optim;
 pub mod projection;
 pub mod quant;
+pub mod readback;
 pub mod recipe;
 mod rng;
 mod setters;
+mod skip;
 pub mod switchlora;
 mod table;
 

@@ -31,12 +31,13 @@ pub(crate) fn cast_moments<const A: usize, const B: usize>(moments: Moments<A>) 
         first: cast_rank(moments.first),
         second: cast_rank(moments.second),
         step: moments.step,
+        skipped: moments.skipped,
     }
 }
 
 /// Whether every entry of `tensor` is finite (one device synchronization).
 pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> bool {
-    tensor.clone().is_finite().all().into_scalar::<bool>()
+    crate::readback::flag(tensor.clone().is_finite().all())
 }
 
 /// Logs an update skipped because its gradient is not finite.

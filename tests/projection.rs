@@ -298,6 +298,7 @@ fn refresh_with(
         first: rng.dense(a, b).to_tensor(),
         second: rng.dense(a, b).map(|x| x * x).to_tensor(),
         step: 5,
+        skipped: None,
     };
     let second = m
         .prepare(

@@ -149,6 +149,7 @@ fn dct_rotate_transports_moments_like_the_dense_reference() {
             first: m1.to_tensor(),
             second: v1.to_tensor(),
             step: 3,
+            skipped: None,
         };
         let second = manager
             .prepare(

@@ -6,11 +6,13 @@ use burn::config::Config;
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
-use crate::adam::{decay, AdamParams, Moments};
+use crate::adam::{decay, one_minus_power, AdamParams, Moments};
 use crate::matrix::{all_finite, assert_state_fits, log_skip};
 use crate::memory::StateFootprint;
 use crate::quant::StoredMoments;
 use crate::setters::adam_setters;
+use crate::skip::Verdict;
+use crate::{RecordState, StateSink, StateSource};
 
 /// [`DenseAdamW`] configuration: Burn's `AdamWConfig` defaults (`eps = 1e-5`, weight decay
 /// `1e-4`) and the moments' precision.
@@ -64,8 +66,45 @@ pub struct DenseAdamW {
     adam: AdamParams,
 }
 
+/// Per-parameter state of [`DenseAdamW`]: the stored moments and the device's skip counter.
+///
+/// A checkpoint holds the moments' own layout ([`StoredMoments`]) with a `skipped` leaf beside
+/// them while skipped updates are counted on the device.
+#[derive(Clone, Debug)]
+pub struct DenseAdamState<const D: usize> {
+    /// The moments at their precision.
+    pub moments: StoredMoments<D>,
+    /// Of the moments' step count, the updates skipped on the device (non-CPU backends; see
+    /// [`Moments::skipped`]); `None`: none.
+    pub skipped: Option<Tensor<1>>,
+}
+
+impl<const D: usize> DenseAdamState<D> {
+    /// Updates counted into the moments (skipped ones included).
+    pub fn step(&self) -> usize {
+        self.moments.step()
+    }
+}
+
+impl<const D: usize> RecordState for DenseAdamState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        self.moments.state_flatten(prefix, out);
+        if let Some(skipped) = &self.skipped {
+            out.push_tensor(prefix, "skipped", crate::readback::data(skipped.clone()));
+        }
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let skipped = src
+            .take_tensor(prefix, "skipped")
+            .map(|data| Tensor::from_data(data.convert::<f32>(), device));
+        let moments = StoredMoments::state_unflatten(prefix, src, device)?;
+        Some(Self { moments, skipped })
+    }
+}
+
 impl Optimizer for DenseAdamW {
-    type State<const D: usize> = StoredMoments<D>;
+    type State<const D: usize> = DenseAdamState<D>;
 
     fn step<const D: usize>(
         &self,
@@ -79,32 +118,53 @@ impl Optimizer for DenseAdamW {
             return (tensor, state);
         }
         if let Some(stored) = &state {
-            assert_state_fits("AdamW moments", &stored.dims(), &dims);
+            assert_state_fits("AdamW moments", &stored.moments.dims(), &dims);
         }
-        if !all_finite(&grad) {
+        let verdict = if crate::skip::on_device(&grad.device(), state.is_some()) {
+            Verdict::OnDevice(grad.clone().is_finite().all())
+        } else if all_finite(&grad) {
+            Verdict::Finite
+        } else {
             log_skip(&dims);
             return (tensor, state);
-        }
+        };
+        let (old, skipped) = match state {
+            Some(DenseAdamState { moments, skipped }) => (Some(moments), skipped),
+            None => (None, None),
+        };
         let hyper = self.adam.hyper();
-        let moments = (state.map(StoredMoments::load))
-            .unwrap_or_else(|| Moments::zeros(dims, &grad.device()))
-            .update(grad, &hyper);
-        let t = moments.step as i32;
-        let m_hat = moments.first.clone().div_scalar(1.0 - hyper.beta_1.powi(t));
-        let v_hat = moments
-            .second
-            .clone()
-            .div_scalar(1.0 - hyper.beta_2.powi(t));
+        let loaded = match &old {
+            Some(stored) => Moments {
+                skipped: skipped.clone(),
+                ..stored.clone().load()
+            },
+            None => Moments::zeros(dims, &grad.device()),
+        };
+        let moments = loaded.update(grad, &hyper);
+        let (b1, b2) = (hyper.beta_1, hyper.beta_2);
+        let bias = |beta: f32| {
+            moments.at_step(
+                |t| (1.0 - beta.powi(t)) as f64,
+                |t| one_minus_power(beta, t),
+            )
+        };
+        let m_hat = bias(b1).divides(moments.first.clone());
+        let v_hat = bias(b2).divides(moments.second.clone());
         let update = m_hat.div(v_hat.sqrt().add_scalar(hyper.epsilon));
-        let weights = decay(tensor, lr, self.adam.weight_decay).sub(update.mul_scalar(lr));
-        (
-            weights,
-            Some(StoredMoments::store(moments, self.adam.moment_format())),
-        )
+        let updated = decay(tensor.clone(), lr, self.adam.weight_decay).sub(update.mul_scalar(lr));
+        let stored = StoredMoments::store(moments, self.adam.moment_format());
+        let state = DenseAdamState {
+            moments: verdict.keep_moments(stored, old),
+            skipped: verdict.skipped(skipped),
+        };
+        (verdict.keep(updated, tensor), Some(state))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
+        DenseAdamState {
+            moments: state.moments.to_device(device),
+            skipped: state.skipped.map(|s| s.to_device(device)),
+        }
     }
 }
 

@@ -131,7 +131,7 @@ impl SubspaceRule for ApolloRule {
         } = step;
         let low = prepared.low_grad;
         let moments = prepared.moments.update(low.clone(), &hyper);
-        let step_size = hyper.hf_step_size(lr, moments.step);
+        let step_size = hyper.hf_step_size(lr, &moments);
         let axis = channel_axis(prepared.subspace.side, self.scaling);
         let phi = norm_ratio(moments.direction(&hyper), squared_norms(low, axis), axis);
         // S = G c with a small per-channel (or scalar) c: every factor is folded into c, so the
@@ -152,7 +152,7 @@ impl SubspaceRule for ApolloRule {
             coefficient = coefficient.clone().div(divisor.reshape([1, 1]));
             limited
         });
-        let update = grad.mul(coefficient.mul_scalar(back as f64 * step_size));
+        let update = grad.mul(step_size.scaled(back as f64).times(coefficient));
         MatrixUpdate {
             update,
             moments,

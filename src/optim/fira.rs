@@ -114,7 +114,7 @@ impl SubspaceRule for FiraRule {
         let low = prepared.low_grad;
         let moments = prepared.moments.update(low.clone(), &hyper);
         let normalized = moments.direction(&hyper);
-        let step_size = hyper.hf_step_size(lr, moments.step);
+        let step_size = hyper.hf_step_size(lr, &moments);
         let alpha = self.scale;
         let axis = channel_axis(subspace.side, self.scaling);
         let low_sq = squared_norms(low.clone(), axis);
@@ -131,10 +131,9 @@ impl SubspaceRule for FiraRule {
             // W - lr_t ((G - alpha back(R)) factor + alpha back(N))
             //   = W - G (lr_t factor) - back(lr_t alpha (N - R factor)): one back-projection,
             // every scalar folded into small tensors.
-            let coefficient = factor.clone().mul_scalar(step_size);
-            let low_update = normalized
-                .sub(low.mul(factor))
-                .mul_scalar(alpha as f64 * step_size);
+            let coefficient = step_size.times(factor.clone());
+            let low_update = (step_size.clone().scaled(alpha as f64))
+                .times(normalized.sub(low.mul(factor)));
             let update = grad.mul(coefficient).add(subspace.project_back(low_update));
             (update, limited)
         } else {
@@ -142,8 +141,8 @@ impl SubspaceRule for FiraRule {
             let residual = grad.sub(back).mul(phi);
             let norm = residual.clone().square().sum().sqrt();
             let (divisor, limited) = limit(norm, limiter, self.gamma);
-            let scale = divisor.recip().mul_scalar(step_size).reshape([1, 1]);
-            let low_update = normalized.mul_scalar(alpha as f64 * step_size);
+            let scale = step_size.times(divisor.recip()).reshape([1, 1]);
+            let low_update = step_size.scaled(alpha as f64).times(normalized);
             (
                 subspace.project_back(low_update).add(residual.mul(scale)),
                 limited,

@@ -88,8 +88,8 @@ impl SubspaceRule for GaLoreRule {
     fn matrix(&self, lr: f64, step: MatrixStep) -> MatrixUpdate {
         let (hyper, prepared) = (self.adam.hyper(), step.prepared);
         let moments = prepared.moments.update(prepared.low_grad, &hyper);
-        let step_size = hyper.hf_step_size(lr, moments.step) * self.scale as f64;
-        let low_update = moments.direction(&hyper).mul_scalar(step_size);
+        let step_size = hyper.hf_step_size(lr, &moments).scaled(self.scale as f64);
+        let low_update = step_size.times(moments.direction(&hyper));
         MatrixUpdate {
             update: prepared.subspace.project_back(low_update),
             moments,

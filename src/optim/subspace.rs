@@ -19,6 +19,7 @@ use crate::matrix::{
 use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
 use crate::quant::StoredMoments;
+use crate::skip::Verdict;
 use crate::RecordState;
 
 /// Where an optimizer applies decoupled weight decay `W *= 1 - lr * wd`.
@@ -118,8 +119,13 @@ pub struct SubspaceState<const D: usize> {
     pub subspace: Option<Subspace>,
     /// Norm of the previous scaled residual for the norm-growth limiter (Fira, APOLLO).
     pub limiter: Option<Tensor<1>>,
-    /// Updates applied to this parameter; drives the refresh schedule.
+    /// Updates applied to this parameter, and those counted in `skipped`; drives the refresh
+    /// schedule.
     pub step: usize,
+    /// Of `step` (and of the moments' own count), the updates a non-finite gradient skipped on
+    /// the device since the last refresh (non-CPU backends, between refreshes; see
+    /// [`Moments::skipped`]); `None`: none.
+    pub skipped: Option<Tensor<1>>,
 }
 
 impl<const D: usize> SubspaceState<D> {
@@ -129,7 +135,26 @@ impl<const D: usize> SubspaceState<D> {
             subspace: None,
             limiter: None,
             step: 0,
+            skipped: None,
         }
+    }
+
+    /// The state with its device skip counter read back (one read) and taken out of the host
+    /// counts, before a refresh decides anything from them.
+    fn read_back_skips(mut self, dims: &[usize]) -> Self {
+        let skipped = crate::skip::read_back(self.skipped.take(), dims);
+        self.step -= skipped;
+        self.moments = self.moments.map(|m| m.withdraw(skipped));
+        self
+    }
+
+    /// The stored moments in `f32`, with the state's skip counter for bias correction.
+    fn loaded_moments(&self) -> Option<Moments<D>> {
+        let moments = self.moments.clone()?.load();
+        Some(Moments {
+            skipped: self.skipped.clone(),
+            ..moments
+        })
     }
 
     /// Moves every tensor to `device`.
@@ -139,6 +164,7 @@ impl<const D: usize> SubspaceState<D> {
             subspace: self.subspace.map(|s| s.to_device(device)),
             limiter: self.limiter.map(|t| t.to_device(device)),
             step: self.step,
+            skipped: self.skipped.map(|t| t.to_device(device)),
         }
     }
 }
@@ -234,6 +260,21 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         R::WEIGHT_DECAY.apply(lr, self.rule.adam().weight_decay, weights, update)
     }
 
+    /// Whether this step may leave the finiteness check to the device, and the state with its
+    /// skip counter read back when `due` (a refresh decides from the host counts).
+    fn prepare_state<const D: usize>(
+        &self,
+        state: SubspaceState<D>,
+        grad: &Tensor<D>,
+        due: impl Fn(&SubspaceState<D>) -> bool,
+    ) -> (bool, SubspaceState<D>) {
+        let defer = crate::skip::on_device(&grad.device(), state.step > 0);
+        if defer && state.skipped.is_some() && due(&state) {
+            return (defer, state.read_back_skips(&grad.dims()));
+        }
+        (defer, state)
+    }
+
     /// A projected matrix: prepare (refresh, transport, project, finiteness), then the rule.
     /// The new weights, or `None` when the gradient is not finite (the state is then as it
     /// was, with the subspace created on first sight).
@@ -244,25 +285,24 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         grad: Tensor<2>,
         state: SubspaceState<2>,
     ) -> (Option<Tensor<2>>, SubspaceState<2>) {
-        let SubspaceState {
-            moments,
-            subspace,
-            limiter,
-            step,
-        } = state;
-        let subspace = subspace.unwrap_or_else(|| {
+        let subspace = state.subspace.clone().unwrap_or_else(|| {
             let ordinal = self.manager.ordinal_of(&weights, &grad);
             self.manager.create(grad.dims(), ordinal)
         });
-        let loaded = moments.clone().map(StoredMoments::load);
-        let prepared = match self.manager.prepare(subspace, loaded, grad.clone(), step) {
+        let (defer, state) = self.prepare_state(state, &grad, |s| {
+            self.manager.refresh_due(&subspace, s.step)
+        });
+        let defer = defer && state.moments.is_some();
+        let loaded = state.loaded_moments();
+        let prepared = self
+            .manager
+            .prepare_step(subspace, loaded, grad.clone(), state.step, defer);
+        let (prepared, verdict) = match prepared {
             Ok(prepared) => prepared,
             Err((subspace, _)) => {
                 let state = SubspaceState {
-                    moments,
                     subspace: Some(subspace),
-                    limiter,
-                    step,
+                    ..state
                 };
                 return (None, state);
             }
@@ -273,17 +313,18 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             MatrixStep {
                 grad,
                 prepared,
-                limiter,
+                limiter: state.limiter.clone(),
             },
         );
-        let weights = self.apply(lr, weights, Some(update.update));
+        let updated = self.apply(lr, weights.clone(), Some(update.update));
         let state = SubspaceState {
-            moments: Some(self.store(update.moments)),
+            moments: Some(verdict.keep_moments(self.store(update.moments), state.moments)),
             subspace: Some(subspace),
-            limiter: update.limiter,
-            step: step + 1,
+            limiter: verdict.keep_option(update.limiter, state.limiter),
+            step: state.step + 1,
+            skipped: verdict.skipped(state.skipped),
         };
-        (Some(weights), state)
+        (Some(verdict.keep(updated, weights)), state)
     }
 
     /// A whole tensor that is state-full or state-free for the current period (block mode).
@@ -294,59 +335,79 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         grad: Tensor<D>,
         state: SubspaceState<D>,
     ) -> (Tensor<D>, Option<SubspaceState<D>>) {
-        let subspace = state.subspace.unwrap_or_else(|| {
+        let subspace = state.subspace.clone().unwrap_or_else(|| {
             let numel = grad.dims().iter().product();
             let ordinal = self.manager.ordinal_of(&weights, &grad);
             self.manager.create([numel, 1], ordinal)
         });
-        if !all_finite(&grad) {
+        let (defer, state) = self.prepare_state(state, &grad, |s| {
+            self.manager.refresh_due(&subspace, s.step)
+        });
+        let verdict = if defer && !self.manager.refresh_due(&subspace, state.step) {
+            Verdict::OnDevice(grad.clone().is_finite().all())
+        } else if all_finite(&grad) {
+            Verdict::Finite
+        } else {
             log_skip(&weights.dims());
             let state = SubspaceState {
                 subspace: Some(subspace),
                 ..state
             };
             return (weights, Some(state));
-        }
-        let moments = state.moments.map(StoredMoments::load);
+        };
+        let loaded = state.loaded_moments();
         let block = self
             .manager
-            .prepare_block(subspace, moments, &grad, state.step);
+            .prepare_block(subspace, loaded, &grad, state.step);
         let (update, moments) = match block.moments {
             Some(moments) => {
                 let (update, moments) = self.rule.dense(lr, grad, moments);
-                (Some(update), Some(self.store(moments)))
+                let moments = verdict.keep_moments(self.store(moments), state.moments);
+                (Some(update), Some(moments))
             }
             None => (self.rule.state_free(lr, grad), None),
         };
+        let updated = self.apply(lr, weights.clone(), update);
         let state = SubspaceState {
             moments,
             subspace: Some(block.subspace),
             limiter: None,
             step: state.step + 1,
+            skipped: verdict.skipped(state.skipped),
         };
-        (self.apply(lr, weights, update), Some(state))
+        (verdict.keep(updated, weights), Some(state))
     }
 
-    /// A tensor kept at full size: Adam (or the rule's equivalent) on full-size moments.
+    /// A tensor kept at full size: Adam (or the rule's equivalent) on full-size moments. The
+    /// new weights, or `None` when the host found the gradient not finite.
     fn step_dense<const D: usize>(
         &self,
         lr: f64,
         weights: Tensor<D>,
         grad: Tensor<D>,
         state: SubspaceState<D>,
-    ) -> (Tensor<D>, SubspaceState<D>) {
+    ) -> (Option<Tensor<D>>, SubspaceState<D>) {
         if let Some(stored) = &state.moments {
             assert_state_fits("optimizer moments", &stored.dims(), &grad.dims());
         }
-        let moments = (state.moments.clone().map(StoredMoments::load))
+        let verdict = if crate::skip::on_device(&grad.device(), state.moments.is_some()) {
+            Verdict::OnDevice(grad.clone().is_finite().all())
+        } else if all_finite(&grad) {
+            Verdict::Finite
+        } else {
+            return (None, state);
+        };
+        let moments = (state.loaded_moments())
             .unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
         let (update, moments) = self.rule.dense(lr, grad, moments);
+        let updated = self.apply(lr, weights.clone(), Some(update));
         let state = SubspaceState {
-            moments: Some(self.store(moments)),
+            moments: Some(verdict.keep_moments(self.store(moments), state.moments)),
             step: state.step + 1,
+            skipped: verdict.skipped(state.skipped),
             ..state
         };
-        (self.apply(lr, weights, Some(update)), state)
+        (Some(verdict.keep(updated, weights)), state)
     }
 }
 
@@ -357,6 +418,7 @@ fn cast_state<const A: usize, const B: usize>(state: SubspaceState<A>) -> Subspa
         subspace: state.subspace,
         limiter: state.limiter,
         step: state.step,
+        skipped: state.skipped,
     }
 }
 
@@ -379,11 +441,11 @@ impl<R: SubspaceRule> Optimizer for SubspaceOptimizer<R> {
             return self.step_block(lr, tensor, grad, state);
         }
         let Some(grad) = as_matrix(&grad) else {
-            if !all_finite(&grad) {
+            let (weights, state) = self.step_dense(lr, tensor.clone(), grad, state);
+            let Some(weights) = weights else {
                 log_skip(&tensor.dims());
                 return (tensor, Some(state).filter(|s| s.step > 0));
-            }
-            let (weights, state) = self.step_dense(lr, tensor, grad, state);
+            };
             return (weights, Some(state));
         };
         let (weights, state) =

@@ -166,9 +166,7 @@ impl Basis {
     pub fn indices(&self) -> Option<Vec<i64>> {
         match self {
             Basis::Dct { indices, .. } | Basis::Coordinates { indices, .. } => Some(
-                indices
-                    .clone()
-                    .into_data()
+                crate::readback::data(indices.clone())
                     .convert::<i64>()
                     .try_to_vec::<i64>()
                     .expect("integer indices"),
@@ -220,9 +218,9 @@ impl RecordState for Basis {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
         out.push_scalar(prefix, "kind", burn_pack::Scalar::from(self.code()));
         match self {
-            Basis::Dense(m) => out.push_tensor(prefix, "matrix", m.to_data()),
+            Basis::Dense(m) => out.push_tensor(prefix, "matrix", crate::readback::data(m.clone())),
             Basis::Dct { indices, len } | Basis::Coordinates { indices, len } => {
-                out.push_tensor(prefix, "indices", indices.to_data().convert::<i32>());
+                out.push_tensor(prefix, "indices", crate::readback::data(indices.clone()).convert::<i32>());
                 out.push_scalar(prefix, "len", burn_pack::Scalar::from(*len));
             }
             Basis::Gaussian { seed, matrix } => {

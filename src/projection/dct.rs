@@ -132,8 +132,7 @@ fn scores(grad: &Tensor<2>, norm: DctNorm, scoring: DctScoring) -> Tensor<1> {
         DctScoring::Auto => crate::matrix::is_host_device(&device),
     };
     if host {
-        let values = grad
-            .to_data()
+        let values = crate::readback::data(grad.clone())
             .convert::<f32>()
             .try_into_vec::<f32>()
             .expect("f32 gradient");

@@ -17,6 +17,7 @@ use crate::adam::Moments;
 use crate::error::check;
 use crate::matrix::assert_state_fits;
 use crate::rng::{mix_seed, random_subset, SplitMix64};
+use crate::skip::Verdict;
 
 /// Configuration of the projection-subspace manager, shared by every projected optimizer.
 ///
@@ -348,13 +349,37 @@ impl SubspaceManager {
         grad: Tensor<2>,
         step: usize,
     ) -> core::result::Result<Prepared, (Subspace, Option<Moments<2>>)> {
+        self.prepare_step(current, moments, grad, step, false)
+            .map(|(prepared, _)| prepared)
+    }
+
+    /// Whether `subspace`'s basis (or block draw) is due for a refresh at `step`.
+    pub fn refresh_due(&self, subspace: &Subspace, step: usize) -> bool {
+        let first = match self.config.projection {
+            ProjectionMethod::Block => subspace.refreshes == 0,
+            _ => !subspace.has_basis(),
+        };
+        first || step >= subspace.next_refresh
+    }
+
+    /// [`prepare`](Self::prepare), leaving the finiteness check to the device when `defer` and
+    /// the step does not refresh: the verdict says which (see [`crate::skip`]).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn prepare_step(
+        &self,
+        current: Subspace,
+        moments: Option<Moments<2>>,
+        grad: Tensor<2>,
+        step: usize,
+        defer: bool,
+    ) -> core::result::Result<(Prepared, Verdict), (Subspace, Option<Moments<2>>)> {
         assert!(
             self.config.projection != ProjectionMethod::Block,
             "lowrank-optim: block mode is prepared by SubspaceManager::prepare_block"
         );
         let dims = grad.dims();
         assert_state_fits("projection state", &[current.rows, current.cols], &dims);
-        let refresh = !current.has_basis() || step >= current.next_refresh;
+        let refresh = self.refresh_due(&current, step);
         // Handles are cheap to clone; the originals are handed back if the step is skipped.
         let original = current.clone();
         let (current, transported) = if refresh {
@@ -381,14 +406,19 @@ impl SubspaceManager {
         let low_grad = current.project(grad.clone());
         // A non-finite entry anywhere in the gradient shows in a projection that mixes every
         // entry; a coordinate basis gathers a few, so the whole gradient is checked with it
-        // (the rules, Fira's, APOLLO's and FRUGAL's residual, use all of it). One read.
+        // (the rules, Fira's, APOLLO's and FRUGAL's residual, use all of it). One read, or
+        // none when the device keeps the verdict.
         let mut finite = low_grad.clone().is_finite().all();
         if !current.projection_sees_every_entry() {
             finite = finite.bool_and(grad.is_finite().all());
         }
-        if !finite.into_scalar::<bool>() {
+        let verdict = if defer && !refresh {
+            Verdict::OnDevice(finite)
+        } else if crate::readback::flag(finite) {
+            Verdict::Finite
+        } else {
             return Err((original, moments));
-        }
+        };
         let moments = transported
             .unwrap_or_else(|| Moments::zeros(current.projected_shape(), &low_grad.device()));
         assert_state_fits(
@@ -396,12 +426,13 @@ impl SubspaceManager {
             &moments.dims(),
             &current.projected_shape(),
         );
-        Ok(Prepared {
+        let prepared = Prepared {
             subspace: current,
             moments,
             low_grad,
             refreshed: refresh,
-        })
+        };
+        Ok((prepared, verdict))
     }
 
     /// Counts consecutive refreshes whose leading vector stayed aligned, doubling the gap after
@@ -449,8 +480,7 @@ impl SubspaceManager {
         if let Some(m) = &moments {
             assert_state_fits("optimizer moments", &m.dims(), &dims);
         }
-        let refresh = subspace.refreshes == 0 || step >= subspace.next_refresh;
-        if !refresh {
+        if !self.refresh_due(&subspace, step) {
             let moments = (subspace.rank == 1).then(|| moments.unwrap_or_else(zeros));
             return BlockStep { subspace, moments };
         }
@@ -501,8 +531,7 @@ pub fn fingerprint<const D: usize>(weights: &Tensor<D>, grad: &Tensor<D>) -> usi
     let indices =
         Tensor::<1, Int>::from_data(TensorData::new(positions, [SAMPLES]), &grad.device());
     let sample = |t: &Tensor<D>| t.clone().reshape([numel]).select(0, indices.clone());
-    let values: Vec<f32> = Tensor::cat(vec![sample(weights), sample(grad)], 0)
-        .into_data()
+    let values: Vec<f32> = crate::readback::data(Tensor::cat(vec![sample(weights), sample(grad)], 0))
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("a float tensor converts to f32");
@@ -525,9 +554,15 @@ pub fn leading_cosine(old: &Subspace, new: &Subspace) -> f64 {
     let (Some(a), Some(b)) = (pick(old), pick(new)) else {
         return 0.0;
     };
-    let dot: f64 = a.clone().mul(b.clone()).sum().into_scalar::<f64>();
-    let na: f64 = a.square().sum().into_scalar::<f64>().sqrt();
-    let nb: f64 = b.square().sum().into_scalar::<f64>().sqrt();
+    let sums = Tensor::cat(
+        vec![a.clone().mul(b.clone()).sum(), a.square().sum(), b.square().sum()],
+        0,
+    );
+    let sums = crate::readback::data(sums).convert::<f64>();
+    let [dot, na2, nb2]: [f64; 3] = sums.as_slice::<f64>().expect("f64 sums")[..3]
+        .try_into()
+        .expect("three sums");
+    let (na, nb) = (na2.sqrt(), nb2.sqrt());
     if na == 0.0 || nb == 0.0 {
         return 0.0;
     }
@@ -567,5 +602,6 @@ fn rotate(old: &Subspace, new: &Subspace, moments: Moments<2>) -> Moments<2> {
         first: apply(moments.first, false),
         second: apply(moments.second, true),
         step: moments.step,
+        skipped: moments.skipped,
     }
 }

@@ -21,8 +21,7 @@ pub type SingularBases = (Option<HostMatrix>, Option<HostMatrix>);
 /// Copies a device tensor to a host matrix; `None` if it holds a NaN or an infinity.
 pub(crate) fn to_host(tensor: Tensor<2>) -> Option<HostMatrix> {
     let [m, n] = tensor.dims();
-    let values: Vec<f32> = tensor
-        .into_data()
+    let values: Vec<f32> = crate::readback::data(tensor)
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("a float tensor converts to f32");

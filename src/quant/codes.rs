@@ -190,7 +190,7 @@ pub fn quantize<const D: usize>(values: Tensor<D>, map: CodeMap, norm: Normaliza
     if !is_host_device(&device) {
         return quantize_on_device(values, map, norm);
     }
-    let values = host_values(values.into_data());
+    let values = host_values(crate::readback::data(values));
     let (words, scales) = host::quantize(&values, map, norm);
     Codes {
         words: words_tensor(words, &device),
@@ -258,9 +258,9 @@ pub fn dequantize<const D: usize>(
     if !is_host_device(&device) {
         return dequantize_on_device(codes, map, norm, dims);
     }
-    let words = codes.words.to_data().convert::<i32>();
+    let words = crate::readback::data(codes.words.clone()).convert::<i32>();
     let words = words.as_slice::<i32>().expect("codes are i32");
-    let scales = host_values(codes.scales.to_data());
+    let scales = host_values(crate::readback::data(codes.scales.clone()));
     let values = host::dequantize(words, &scales, codes.len, map, norm);
     Tensor::from_data(TensorData::new(values, dims), &device)
 }
@@ -294,7 +294,7 @@ pub(super) fn dequantize_on_device<const D: usize>(
 /// The codes as one byte per code (8 bits) or two codes per byte (4 bits, the first in the low
 /// nibble), for a checkpoint; one read of the device words.
 pub fn to_bytes(codes: &Codes, map: CodeMap) -> Vec<u8> {
-    let data = codes.words.to_data().convert::<i32>();
+    let data = crate::readback::data(codes.words.clone()).convert::<i32>();
     let words = data.as_slice::<i32>().expect("codes are i32");
     let mut bytes = host::bytes_of_words(words);
     bytes.truncate(code_bytes(map, codes.len));

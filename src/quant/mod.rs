@@ -178,7 +178,7 @@ pub struct QuantizedMoments<const D: usize> {
 ///
 /// let device = Device::default();
 /// let moments = Moments { first: Tensor::<2>::ones([64, 128], &device),
-///                         second: Tensor::<2>::ones([64, 128], &device), step: 3 };
+///                         second: Tensor::<2>::ones([64, 128], &device), step: 3, skipped: None };
 /// let q8 = MomentFormat { precision: MomentPrecision::Q8, min_quantized_len: 4096 };
 /// let stored = StoredMoments::store(moments, q8);
 /// assert!(matches!(stored, StoredMoments::Quantized(_)));
@@ -197,11 +197,14 @@ pub enum StoredMoments<const D: usize> {
 }
 
 impl<const D: usize> StoredMoments<D> {
-    /// `moments` in `format`.
+    /// `moments` in `format` (without [`Moments::skipped`], which the optimizer's state keeps).
     pub fn store(moments: Moments<D>, format: MomentFormat) -> Self {
         let dims = moments.dims();
         let Some(scheme) = format.scheme(&dims) else {
-            return StoredMoments::F32(moments);
+            return StoredMoments::F32(Moments {
+                skipped: None,
+                ..moments
+            });
         };
         StoredMoments::Quantized(QuantizedMoments {
             precision: format.precision,
@@ -222,6 +225,7 @@ impl<const D: usize> StoredMoments<D> {
                     first: dequantize(&q.first, scheme.first.0, scheme.first.1, q.dims),
                     second: dequantize(&q.second, scheme.second.0, scheme.second.1, q.dims),
                     step: q.step,
+                    skipped: None,
                 }
             }
         }
@@ -240,6 +244,20 @@ impl<const D: usize> StoredMoments<D> {
         match self {
             StoredMoments::F32(m) => m.step,
             StoredMoments::Quantized(q) => q.step,
+        }
+    }
+
+    /// The same moments with `count` fewer updates counted (skipped ones read back).
+    pub(crate) fn withdraw(self, count: usize) -> Self {
+        match self {
+            StoredMoments::F32(m) => StoredMoments::F32(Moments {
+                step: m.step - count,
+                ..m
+            }),
+            StoredMoments::Quantized(q) => StoredMoments::Quantized(QuantizedMoments {
+                step: q.step - count,
+                ..q
+            }),
         }
     }
 
@@ -331,7 +349,7 @@ impl<const D: usize> RecordState for StoredMoments<D> {
             let bytes = to_bytes(codes, map);
             let len = bytes.len();
             out.push_tensor(&prefix, "codes", TensorData::new(bytes, [len]));
-            out.push_tensor(&prefix, "scales", codes.scales.to_data());
+            out.push_tensor(&prefix, "scales", crate::readback::data(codes.scales.clone()));
         }
     }
 

@@ -141,7 +141,7 @@ impl SwitchLoraLinearConfig {
         let slots = Slots::initial(self.rank, pool_size);
         // Always through data: a tensor on the host backend would otherwise stay outside the
         // layer's autodiff context.
-        let on_device = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &device);
+        let on_device = |t: Tensor<2>| Tensor::<2>::from_data(crate::readback::data(t), &device);
         let a = on_device(rows(&candidates_a, &slots.selected_a)).transpose();
         let b = on_device(rows(&candidates_b, &slots.selected_b));
         let base = linear
@@ -367,8 +367,7 @@ impl Slots {
 
     /// Unpacks the record layout of a rank-`rank` layer.
     pub fn from_tensor(tensor: &Tensor<1, Int>, rank: usize) -> crate::Result<Self> {
-        let values: Vec<i64> = tensor
-            .to_data()
+        let values: Vec<i64> = crate::readback::data(tensor.clone())
             .convert::<i64>()
             .try_to_vec::<i64>()
             .map_err(|e| Error::Record(format!("SwitchLoRA slots: {e:?}")))?;

@@ -12,11 +12,12 @@ use super::layers::find_layers;
 use super::linear::{Adapter, CandidatePlacement};
 use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
-use crate::adam::{decay, AdamHyper, AdamParams, Moments};
+use crate::adam::{decay, one_minus_power, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
 use crate::matrix::{all_finite, assert_state_fits, cast_rank, log_skip};
 use crate::quant::{MomentFormat, StoredMoments};
 use crate::setters::adam_setters;
+use crate::skip::Verdict;
 use crate::table::{variant, Table};
 use crate::{join_path, RecordState, StateSink, StateSource};
 
@@ -205,6 +206,10 @@ pub struct AdapterAdamState<const D: usize> {
     pub vector_steps: Vec<u32>,
     /// Per vector: steps it stays frozen.
     pub frozen: Vec<u32>,
+    /// Per vector: of `vector_steps`, the steps skipped on the device for a non-finite
+    /// gradient (non-CPU backends; bias correction subtracts them there); `None`: none. A
+    /// skipped step still counts toward a vector's freeze.
+    pub skipped: Option<Tensor<1>>,
 }
 
 impl<const D: usize> RecordState for AdapterAdamState<D> {
@@ -219,6 +224,9 @@ impl<const D: usize> RecordState for AdapterAdamState<D> {
             let len = values.len();
             out.push_tensor(prefix, leaf, TensorData::new(values, [len]));
         }
+        if let Some(skipped) = &self.skipped {
+            out.push_tensor(prefix, "skipped", crate::readback::data(skipped.clone()));
+        }
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
@@ -230,10 +238,14 @@ impl<const D: usize> RecordState for AdapterAdamState<D> {
         };
         let vector_steps = counters("vector_steps")?;
         let frozen = counters("frozen")?;
+        let skipped = src
+            .take_tensor(prefix, "skipped")
+            .map(|data| Tensor::from_data(data.convert::<f32>(), device));
         Some(Self {
             moments,
             vector_steps,
             frozen,
+            skipped,
         })
     }
 }
@@ -244,6 +256,7 @@ impl<const D: usize> AdapterAdamState<D> {
             moments: self.moments.cast(),
             vector_steps: self.vector_steps,
             frozen: self.frozen,
+            skipped: self.skipped,
         }
     }
 }
@@ -256,12 +269,14 @@ fn upload(values: Vec<f32>, device: &Device) -> Tensor<1> {
 
 impl AdapterAdam {
     /// Applies queued resets: moments and counters of those vectors to 0, frozen for
-    /// `freeze_steps` steps.
-    fn reset(&self, moments: &mut Moments<2>, vector_steps: &mut [u32], frozen: &mut [u32]) {
+    /// `freeze_steps` steps. Whether there were any.
+    fn reset(&self, state: &mut AdapterAdamState<2>) -> bool {
         let resets = self.board.take(&self.path);
         if resets.is_empty() {
-            return;
+            return false;
         }
+        let mut moments = state.moments.clone().load();
+        let (vector_steps, frozen) = (&mut state.vector_steps, &mut state.frozen);
         let count = frozen.len();
         let mut keep = vec![1.0f32; count];
         for &i in &resets {
@@ -269,9 +284,13 @@ impl AdapterAdam {
             vector_steps[i] = 0;
             frozen[i] = self.freeze_steps as u32;
         }
-        let keep = self.vectors.spread(upload(keep, &moments.first.device()));
+        let keep = upload(keep, &moments.first.device());
+        state.skipped = state.skipped.take().map(|s| s.mul(keep.clone()));
+        let keep = self.vectors.spread(keep);
         moments.first = moments.first.clone().mul(keep.clone());
         moments.second = moments.second.clone().mul(keep);
+        state.moments = StoredMoments::store(moments, self.format);
+        true
     }
 
     fn step_matrix(
@@ -284,10 +303,16 @@ impl AdapterAdam {
         let dims = grad.dims();
         let count = dims[self.vectors.dim()];
         let device = grad.device();
-        let state = state.unwrap_or_else(|| AdapterAdamState {
+        let verdict = if crate::skip::on_device(&device, state.is_some()) {
+            Verdict::OnDevice(grad.clone().is_finite().all())
+        } else {
+            Verdict::Finite
+        };
+        let mut state = state.unwrap_or_else(|| AdapterAdamState {
             moments: StoredMoments::F32(Moments::zeros(dims, &device)),
             vector_steps: vec![0; count],
             frozen: vec![0; count],
+            skipped: None,
         });
         assert_state_fits("SwitchLoRA adapter moments", &state.moments.dims(), &dims);
         assert_state_fits(
@@ -295,22 +320,19 @@ impl AdapterAdam {
             &[state.vector_steps.len()],
             &[count],
         );
+        self.reset(&mut state);
+        // A skipped step keeps the stored moments as they are (after any reset).
+        if matches!(verdict, Verdict::Finite) && !all_finite(&grad) {
+            log_skip(&dims);
+            return (weights, state);
+        }
         let AdapterAdamState {
-            moments,
+            moments: old,
             mut vector_steps,
             mut frozen,
+            skipped,
         } = state;
-        let mut moments = moments.load();
-        self.reset(&mut moments, &mut vector_steps, &mut frozen);
-        let store = |moments, vector_steps, frozen| AdapterAdamState {
-            moments: StoredMoments::store(moments, self.format),
-            vector_steps,
-            frozen,
-        };
-        if !all_finite(&grad) {
-            log_skip(&dims);
-            return (weights, store(moments, vector_steps, frozen));
-        }
+        let moments = old.clone().load();
         let AdamHyper { beta_1, beta_2, .. } = self.hyper;
         let any_frozen = frozen.iter().any(|&f| f > 0);
         let (mut active, mut step_size, mut inv_root) = (vec![], vec![], vec![]);
@@ -325,8 +347,24 @@ impl AdapterAdam {
             inv_root.push((1.0 / bias_2.sqrt()) as f32);
             frozen[i] = frozen[i].saturating_sub(1);
         }
-        let spread = |values: Vec<f32>| self.vectors.spread(upload(values, &device));
-        let active = any_frozen.then(|| spread(active));
+        let spread = |values: Tensor<1>| self.vectors.spread(values);
+        let (step_size, inv_root) = match &skipped {
+            None => (upload(step_size, &device), upload(inv_root, &device)),
+            Some(skipped) => {
+                // Where a vector's steps were skipped, its `t` is only known on the device.
+                let t = upload(vector_steps.iter().map(|&t| t as f32).collect(), &device)
+                    .sub(skipped.clone());
+                let any = skipped.clone().greater_elem(0.0);
+                let on = upload(active.clone(), &device);
+                let step = one_minus_power(beta_1, t.clone()).recip().mul_scalar(lr).mul(on);
+                let root = one_minus_power(beta_2, t).sqrt().recip();
+                (
+                    upload(step_size, &device).mask_where(any.clone(), step),
+                    upload(inv_root, &device).mask_where(any, root),
+                )
+            }
+        };
+        let active = any_frozen.then(|| spread(upload(active, &device)));
         let grad = match &active {
             Some(mask) => grad.mul(mask.clone()),
             None => grad,
@@ -344,14 +382,21 @@ impl AdapterAdam {
             .div(denominator)
             .mul(spread(step_size));
         // Frozen vectors are not decayed either.
-        let weights = match active {
+        let decayed = match active {
             Some(mask) if self.weight_decay != 0.0 => {
                 let rate = -lr * self.weight_decay as f64;
-                weights.clone().add(weights.mul(mask).mul_scalar(rate))
+                weights.clone().add(weights.clone().mul(mask).mul_scalar(rate))
             }
-            _ => decay(weights, lr, self.weight_decay),
+            _ => decay(weights.clone(), lr, self.weight_decay),
         };
-        (weights.sub(update), store(moments, vector_steps, frozen))
+        let skipped = verdict.skipped(skipped).map(|s| s.expand([count]));
+        let state = AdapterAdamState {
+            moments: verdict.keep_moments(StoredMoments::store(moments, self.format), Some(old)),
+            vector_steps,
+            frozen,
+            skipped,
+        };
+        (verdict.keep(decayed.sub(update), weights), state)
     }
 }
 
@@ -383,6 +428,7 @@ impl Optimizer for AdapterAdam {
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
         AdapterAdamState {
             moments: state.moments.to_device(device),
+            skipped: state.skipped.map(|s| s.to_device(device)),
             ..state
         }
     }

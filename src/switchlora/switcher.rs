@@ -340,7 +340,7 @@ fn to_device(t: Tensor<2>, device: &Device) -> Tensor<2> {
     if &t.device() == device {
         t
     } else {
-        Tensor::from_data(t.into_data(), device)
+        Tensor::from_data(crate::readback::data(t), device)
     }
 }
 
