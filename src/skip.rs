@@ -12,6 +12,7 @@
 use burn::tensor::{Bool, Tensor};
 
 use crate::adam::Moments;
+use crate::projection::{Basis, Subspace};
 use crate::quant::StoredMoments;
 
 /// Whether the gradient of this step was finite.
@@ -69,6 +70,36 @@ impl Verdict {
                 StoredMoments::Quantized(new)
             }
             (new, _) => new,
+        }
+    }
+
+    /// [`keep`](Self::keep) for a subspace refreshed on the device (DCT columns): the old
+    /// columns where the gradient was not finite. The host's schedule fields stay new (a
+    /// skipped refresh still counts as one).
+    pub(crate) fn keep_subspace(&self, new: Subspace, old: &Subspace) -> Subspace {
+        let Verdict::OnDevice(finite) = self else {
+            return new;
+        };
+        let pick = |new: Option<Basis>, old: &Option<Basis>| match (new, old) {
+            (
+                Some(Basis::Dct { indices, len }),
+                Some(Basis::Dct {
+                    indices: old_indices,
+                    ..
+                }),
+            ) => {
+                let mask = not_finite(finite, indices.dims());
+                Some(Basis::Dct {
+                    indices: indices.mask_where(mask, old_indices.clone()),
+                    len,
+                })
+            }
+            (new, _) => new,
+        };
+        Subspace {
+            left: pick(new.left, &old.left),
+            right: pick(new.right, &old.right),
+            ..new
         }
     }
 

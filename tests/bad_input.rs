@@ -175,7 +175,7 @@ fn a_non_finite_gradient_on_a_vector_is_skipped_too() {
     let before = values(&w);
     let (w, state) = optim.step(0.1, w, tensor(&[0.1, f32::NAN, 0.3], [3]), state);
     assert_eq!(values(&w), before);
-    assert_eq!(state.unwrap().step, 1);
+    assert_eq!(common::applied_steps(&state.unwrap()), 1);
 }
 
 /// Dense f64 reference of GaLore's unprojected update (HF bias correction, decay after).
@@ -258,7 +258,8 @@ fn state_from_a_differently_shaped_parameter_is_a_clear_error() {
 }
 
 /// Steps `optim` on a `[6, 8]` matrix: a good gradient, then (optionally) one with `bad` at
-/// `position`, then a good one; returns the final weights and the state's step count.
+/// `position`, then a good one; returns the final weights and the updates the state counts as
+/// applied (on a GPU backend the skip is counted on the device: `step - skipped`).
 fn good_bad_good<R: SubspaceRule>(
     optim: &SubspaceOptimizer<R>,
     bad: Option<(usize, f32)>,
@@ -285,7 +286,7 @@ fn good_bad_good<R: SubspaceRule>(
         }
         (w, state) = (next, s);
     }
-    (values(&w), state.unwrap().step)
+    (values(&w), common::applied_steps(&state.unwrap()))
 }
 
 fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R>) {
@@ -299,9 +300,13 @@ fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R
                 steps, 2,
                 "{name}: {value} at {position} was counted as an update"
             );
-            assert_eq!(
-                after, clean,
-                "{name}: {value} at {position} changed later steps"
+            // Bit for bit on a CPU backend; on a GPU backend the step after a skip takes its
+            // bias correction from the device's count (f32 `exp`/`ln`).
+            let cpu = common::is_cpu(&common::device());
+            let tolerance = if cpu { 0.0 } else { 1e-6 };
+            assert!(
+                common::max_abs_diff(&after, &clean) <= tolerance,
+                "{name}: {value} at {position} changed later steps: {after:?} vs {clean:?}"
             );
         }
     }

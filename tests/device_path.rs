@@ -102,8 +102,7 @@ fn corpus() -> data::Corpus {
 }
 
 fn on_cpu(device: &Device) -> bool {
-    let name = format!("{device:?}").to_lowercase();
-    name.contains("flex") || name.contains("ndarray")
+    common::is_cpu(device)
 }
 
 /// Between refreshes (the recipes refresh every 200 steps or more; the first step computes
@@ -157,40 +156,59 @@ fn a_refresh_reads_back_what_its_basis_kind_needs() {
     }
 }
 
-/// The optimizer state on the device allocator: after a few steps, the allocator's bytes in
-/// use for each recipe minus AdamW's equal the counted state difference from `MemoryReport`
-/// within 5% of AdamW's state (both runs hold the same model, gradients freed; what remains
-/// differs by allocator padding and the few-hundred-byte scalars and counters a state keeps).
-/// On a backend without an allocator report (the CPU ones) the record-measured state must
-/// equal the estimate from shapes instead.
+/// The optimizer state on the device allocator: after a few steps (gradients freed), the
+/// bytes in use that a recipe's run added, less its model's, minus the same for AdamW, equal
+/// the counted state difference from `MemoryReport` within 5% of AdamW's state. What the
+/// allocator holds beyond the record: its padding of each buffer, the one-element step and
+/// skip counters, and APOLLO's Gaussian bases, which a record stores as a seed (about 2% of
+/// AdamW's state here). Every recipe runs once before the measured pass, so the DCT matrices
+/// the DCT recipes share (cached per size) are already there. On a CPU backend there is no
+/// allocator report; the test then checks that every recipe holds state.
 #[test]
 fn device_memory_in_use_matches_the_counted_state() {
     let _guard = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::device().autodiff();
     let corpus = corpus();
+    let in_use = || {
+        device.sync().unwrap();
+        device.memory_cleanup();
+        device.memory_pool_usage().map(|u| u.bytes_in_use as i64)
+    };
     let mut rows = vec![];
-    for recipe in recipes() {
-        let (mut model, mut optim, switcher) = build(&recipe, &device);
-        let mut batches = data::Batches::new(3, 4, DIMS.max_seq);
-        for i in 0..3 {
-            model = step(model, &mut optim, switcher.as_ref(), &mut batches, &corpus.train, i).0;
+    for pass in 0..2 {
+        for recipe in recipes() {
+            let before = in_use();
+            let (mut model, mut optim, switcher) = build(&recipe, &device);
+            let mut batches = data::Batches::new(3, 4, DIMS.max_seq);
+            for i in 0..3 {
+                let s = switcher.as_ref();
+                model = step(model, &mut optim, s, &mut batches, &corpus.train, i).0;
+            }
+            let added = in_use().zip(before).map(|(after, before)| after - before);
+            let model_bytes: usize = lowrank_optim::ParamInfo::collect(&model)
+                .iter()
+                .filter(|p| p.role != lowrank_optim::ParamRole::CandidatePool)
+                .map(|p| 4 * p.numel())
+                .sum();
+            let measured = MemoryReport::measure(&optim, &model).unwrap();
+            let state = added.map(|a| a - model_bytes as i64);
+            if pass == 1 {
+                rows.push((recipe.name.clone(), state, measured.state_bytes(), measured.adamw_bytes()));
+            }
         }
-        device.sync().unwrap();
-        device.memory_cleanup();
-        let in_use = device.memory_pool_usage().map(|u| u.bytes_in_use);
-        let measured = MemoryReport::measure(&optim, &model).unwrap();
-        rows.push((recipe.name.clone(), in_use, measured.state_bytes(), measured.adamw_bytes()));
-        drop((model, optim));
-        device.sync().unwrap();
-        device.memory_cleanup();
     }
     let adamw = rows.iter().find(|r| r.0 == "adamw").unwrap().clone();
-    for (name, in_use, counted, adamw_bytes) in &rows {
+    for (name, on_device, counted, adamw_bytes) in &rows {
         let counted_diff = *counted as f64 - adamw.2 as f64;
-        match (in_use, adamw.1) {
-            (Some(in_use), Some(base)) => {
-                let device_diff = *in_use as f64 - base as f64;
+        match (on_device, adamw.1) {
+            (Some(on_device), Some(base)) => {
+                let device_diff = *on_device as f64 - base as f64;
                 let tolerance = 0.05 * *adamw_bytes as f64;
+                eprintln!(
+                    "{name}: device {device_diff:+} bytes vs AdamW, counted {counted_diff:+} \
+                     ({:.2}% of AdamW's state apart)",
+                    100.0 * (device_diff - counted_diff).abs() / *adamw_bytes as f64
+                );
                 assert!(
                     (device_diff - counted_diff).abs() <= tolerance,
                     "{name}: device memory {device_diff:+} bytes vs AdamW, counted \

@@ -289,10 +289,14 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
             let ordinal = self.manager.ordinal_of(&weights, &grad);
             self.manager.create(grad.dims(), ordinal)
         });
+        // A refresh that runs on the device needs no exact count when it comes every step.
+        let device_refresh = self.manager.refreshes_on_device(&subspace, &grad.device());
         let (defer, state) = self.prepare_state(state, &grad, |s| {
-            self.manager.refresh_due(&subspace, s.step)
+            let every_step = device_refresh && subspace.gap == 1;
+            !every_step && self.manager.refresh_due(&subspace, s.step)
         });
         let defer = defer && state.moments.is_some();
+        let previous = subspace.clone();
         let loaded = state.loaded_moments();
         let prepared = self
             .manager
@@ -307,7 +311,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
                 return (None, state);
             }
         };
-        let subspace = prepared.subspace.clone();
+        let subspace = verdict.keep_subspace(prepared.subspace.clone(), &previous);
         let update = self.rule.matrix(
             lr,
             MatrixStep {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use burn::config::Config;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::basis::Basis;
 use super::dct::{select_dct_columns, DctNorm, DctScoring};
@@ -251,17 +251,67 @@ impl SubspaceManager {
         4 * rank * (usize::from(side.has_left()) * m + usize::from(side.has_right()) * n)
     }
 
+    /// Bytes one refresh of an `m x n` matrix reads back to the host on a GPU backend (each
+    /// [`readback`](crate::readback) read): the one-byte finiteness flag, plus for an exact SVD
+    /// the `f32` gradient; for a randomized SVD its `n x (r + p)` sketch per power iteration
+    /// (and `G V`, `m x r`, when both sides are projected; the projected side's length for one
+    /// side); for DCT scored on the host (`DctScoring::Fft`) the gradient and a flag, scored on
+    /// the device nothing more. Gaussian, random orthonormal and coordinate bases are drawn on
+    /// the host from a seed and uploaded. A refresh after a skipped update also reads the
+    /// four-byte skip counter.
+    pub fn refresh_readback_bytes(&self, [m, n]: [usize; 2]) -> usize {
+        let side = self.config.proj_type.side(m, n);
+        let rank = self.effective_rank([m, n]);
+        let flag = 1;
+        let sketch = |len: usize, other: usize| {
+            let width = (rank + self.config.oversample).min(len.min(other));
+            4 * self.config.power_iters.max(1) * len * width
+        };
+        flag + match self.config.projection {
+            ProjectionMethod::Svd => 4 * m * n,
+            ProjectionMethod::Randomized => match side {
+                Side::Left => sketch(m, n),
+                Side::Right => sketch(n, m),
+                Side::Both => sketch(n, m) + 4 * m * rank,
+            },
+            ProjectionMethod::Dct => match self.config.dct_scoring {
+                DctScoring::Fft => 4 * m * n + flag,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
     /// The seed of a matrix's random basis at its current refresh.
     fn basis_seed(&self, subspace: &Subspace, side: u64) -> u64 {
         let matrix = mix_seed(self.config.seed, subspace.ordinal as u64);
         mix_seed(mix_seed(matrix, subspace.refreshes as u64), side)
     }
 
-    /// New bases for `subspace` computed from `grad`; `None` if `grad` is not finite.
+    /// Whether a refresh of `subspace` can run wholly on the device, its gradient's verdict
+    /// left there too: DCT columns scored by a device matmul, a basis to fall back on, no
+    /// adaptive gap (whose cosine is read on the host). DCT-AdamW refreshes every step.
+    pub(crate) fn refreshes_on_device(&self, subspace: &Subspace, device: &Device) -> bool {
+        let c = &self.config;
+        let device_scoring = match c.dct_scoring {
+            DctScoring::Matmul => true,
+            DctScoring::Fft => false,
+            DctScoring::Auto => !crate::matrix::is_host_device(device),
+        };
+        c.projection == ProjectionMethod::Dct
+            && device_scoring
+            && !c.adaptive_gap
+            && subspace.has_basis()
+    }
+
+    /// New bases for `subspace` computed from `grad`; `None` if `grad` is not finite (checked
+    /// on the host unless `on_device`, where a non-finite gradient makes meaningless bases that
+    /// the caller's verdict discards).
     fn compute_bases(
         &self,
         subspace: &Subspace,
         grad: &Tensor<2>,
+        on_device: bool,
     ) -> Option<(Option<Basis>, Option<Basis>)> {
         let (left, right) = (subspace.side.has_left(), subspace.side.has_right());
         let device = grad.device();
@@ -301,7 +351,7 @@ impl SubspaceManager {
             }
             ProjectionMethod::Randomized => randomized(grad),
             ProjectionMethod::Dct => {
-                if !crate::matrix::all_finite(grad) {
+                if !on_device && !crate::matrix::all_finite(grad) {
                     return None;
                 }
                 let c = &self.config;
@@ -380,10 +430,11 @@ impl SubspaceManager {
         let dims = grad.dims();
         assert_state_fits("projection state", &[current.rows, current.cols], &dims);
         let refresh = self.refresh_due(&current, step);
+        let on_device = defer && (!refresh || self.refreshes_on_device(&current, &grad.device()));
         // Handles are cheap to clone; the originals are handed back if the step is skipped.
         let original = current.clone();
         let (current, transported) = if refresh {
-            let Some((left, right)) = self.compute_bases(&current, &grad) else {
+            let Some((left, right)) = self.compute_bases(&current, &grad, on_device) else {
                 return Err((current, moments));
             };
             let mut fresh = Subspace {
@@ -412,7 +463,7 @@ impl SubspaceManager {
         if !current.projection_sees_every_entry() {
             finite = finite.bool_and(grad.is_finite().all());
         }
-        let verdict = if defer && !refresh {
+        let verdict = if on_device {
             Verdict::OnDevice(finite)
         } else if crate::readback::flag(finite) {
             Verdict::Finite
