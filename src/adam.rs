@@ -134,6 +134,7 @@ impl AdamHyper {
 /// one-element tensor on the device when the step count it depends on is only known there
 /// (see [`Moments::skipped`]).
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a tensor handle, moved, never boxed
 pub enum Coefficient {
     /// Known on the host.
     Host(f64),

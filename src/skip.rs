@@ -17,6 +17,7 @@ use crate::quant::StoredMoments;
 
 /// Whether the gradient of this step was finite.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a tensor handle, moved, never boxed
 pub(crate) enum Verdict {
     /// Read on the host: the gradient is finite (a non-finite one returned early).
     Finite,
@@ -130,8 +131,8 @@ pub(crate) fn read_back(skipped: Option<Tensor<1>>, dims: &[usize]) -> usize {
     let count = crate::readback::scalar_f64(skipped).round() as usize;
     if count > 0 {
         log::warn!(
-            "lowrank-optim: skipped {count} update(s) of a {dims:?} parameter since the last \
-             refresh: its gradient held NaN or infinity"
+            "lowrank-optim: skipped {count} update(s) of a {dims:?} parameter on the device: \
+             its gradient held NaN or infinity"
         );
     }
     count

@@ -68,8 +68,8 @@ pub struct DenseAdamW {
 
 /// Per-parameter state of [`DenseAdamW`]: the stored moments and the device's skip counter.
 ///
-/// A checkpoint holds the moments' own layout ([`StoredMoments`]) with a `skipped` leaf beside
-/// them while skipped updates are counted on the device.
+/// A checkpoint holds the moments' own layout ([`StoredMoments`]) with the applied updates
+/// only (a skip counter still on the device is read back and taken out of the step count).
 #[derive(Clone, Debug)]
 pub struct DenseAdamState<const D: usize> {
     /// The moments at their precision.
@@ -88,18 +88,16 @@ impl<const D: usize> DenseAdamState<D> {
 
 impl<const D: usize> RecordState for DenseAdamState<D> {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        self.moments.state_flatten(prefix, out);
-        if let Some(skipped) = &self.skipped {
-            out.push_tensor(prefix, "skipped", crate::readback::data(skipped.clone()));
-        }
+        let skipped = crate::skip::read_back(self.skipped.clone(), &self.moments.dims());
+        (self.moments.clone().withdraw(skipped)).state_flatten(prefix, out);
     }
 
     fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let skipped = src
-            .take_tensor(prefix, "skipped")
-            .map(|data| Tensor::from_data(data.convert::<f32>(), device));
         let moments = StoredMoments::state_unflatten(prefix, src, device)?;
-        Some(Self { moments, skipped })
+        Some(Self {
+            moments,
+            skipped: None,
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
 use crate::quant::StoredMoments;
 use crate::skip::Verdict;
-use crate::RecordState;
+use crate::{RecordState, StateSink, StateSource};
 
 /// Where an optimizer applies decoupled weight decay `W *= 1 - lr * wd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,11 @@ pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
 }
 
 /// Per-parameter state of a [`SubspaceOptimizer`].
-#[derive(RecordState, Clone, Debug)]
+///
+/// Its checkpoint holds the applied updates only: a skip counter still on the device is read
+/// back and taken out of the step counts when the record is written, so a record is the same
+/// whichever backend wrote it.
+#[derive(Clone, Debug)]
 pub struct SubspaceState<const D: usize> {
     /// Adam moments: of the projected gradient for matrices, full-size otherwise, stored at the
     /// configured [`MomentPrecision`](crate::MomentPrecision); `None` while a parameter has no
@@ -126,6 +130,40 @@ pub struct SubspaceState<const D: usize> {
     /// the device since the last refresh (non-CPU backends, between refreshes; see
     /// [`Moments::skipped`]); `None`: none.
     pub skipped: Option<Tensor<1>>,
+}
+
+/// The checkpoint layout of a [`SubspaceState`]: its fields but the skip counter.
+#[derive(RecordState)]
+struct SubspaceRecord<const D: usize> {
+    moments: Option<StoredMoments<D>>,
+    subspace: Option<Subspace>,
+    limiter: Option<Tensor<1>>,
+    step: usize,
+}
+
+impl<const D: usize> RecordState for SubspaceState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        let dims = self.moments.as_ref().map(|m| m.dims().to_vec());
+        let state = self.clone().read_back_skips(&dims.unwrap_or_default());
+        let record = SubspaceRecord {
+            moments: state.moments,
+            subspace: state.subspace,
+            limiter: state.limiter,
+            step: state.step,
+        };
+        record.state_flatten(prefix, out);
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let record = SubspaceRecord::<D>::state_unflatten(prefix, src, device)?;
+        Some(Self {
+            moments: record.moments,
+            subspace: record.subspace,
+            limiter: record.limiter,
+            step: record.step,
+            skipped: None,
+        })
+    }
 }
 
 impl<const D: usize> SubspaceState<D> {

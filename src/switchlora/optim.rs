@@ -206,26 +206,34 @@ pub struct AdapterAdamState<const D: usize> {
     pub vector_steps: Vec<u32>,
     /// Per vector: steps it stays frozen.
     pub frozen: Vec<u32>,
-    /// Per vector: of `vector_steps`, the steps skipped on the device for a non-finite
-    /// gradient (non-CPU backends; bias correction subtracts them there); `None`: none. A
-    /// skipped step still counts toward a vector's freeze.
+    /// Of `vector_steps` (entries `0..r`) and of the moments' step count (entry `r`), the
+    /// steps skipped on the device for a non-finite gradient (non-CPU backends; bias
+    /// correction subtracts them there, a checkpoint takes them out); `None`: none. A skipped
+    /// step still counts toward a vector's freeze.
     pub skipped: Option<Tensor<1>>,
 }
 
 impl<const D: usize> RecordState for AdapterAdamState<D> {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        self.moments
-            .state_flatten(&join_path(prefix, "moments"), out);
-        for (leaf, values) in [
-            ("vector_steps", &self.vector_steps),
-            ("frozen", &self.frozen),
-        ] {
+        // Only applied steps are recorded: a skip counter still on the device is taken out.
+        let (mut moments, mut vector_steps) = (self.moments.clone(), self.vector_steps.clone());
+        if let Some(skipped) = &self.skipped {
+            let data = crate::readback::data(skipped.clone()).convert::<f32>();
+            let counts = data.as_slice::<f32>().expect("f32 counts");
+            for (steps, skipped) in vector_steps.iter_mut().zip(counts) {
+                *steps -= *skipped as u32;
+            }
+            let total = counts.last().copied().unwrap_or(0.0) as usize;
+            if total > 0 {
+                log_skip(&moments.dims());
+            }
+            moments = moments.withdraw(total);
+        }
+        moments.state_flatten(&join_path(prefix, "moments"), out);
+        for (leaf, values) in [("vector_steps", &vector_steps), ("frozen", &self.frozen)] {
             let values: Vec<i32> = values.iter().map(|&v| v as i32).collect();
             let len = values.len();
             out.push_tensor(prefix, leaf, TensorData::new(values, [len]));
-        }
-        if let Some(skipped) = &self.skipped {
-            out.push_tensor(prefix, "skipped", crate::readback::data(skipped.clone()));
         }
     }
 
@@ -238,14 +246,11 @@ impl<const D: usize> RecordState for AdapterAdamState<D> {
         };
         let vector_steps = counters("vector_steps")?;
         let frozen = counters("frozen")?;
-        let skipped = src
-            .take_tensor(prefix, "skipped")
-            .map(|data| Tensor::from_data(data.convert::<f32>(), device));
         Some(Self {
             moments,
             vector_steps,
             frozen,
-            skipped,
+            skipped: None,
         })
     }
 }
@@ -284,9 +289,13 @@ impl AdapterAdam {
             vector_steps[i] = 0;
             frozen[i] = self.freeze_steps as u32;
         }
-        let keep = upload(keep, &moments.first.device());
-        state.skipped = state.skipped.take().map(|s| s.mul(keep.clone()));
-        let keep = self.vectors.spread(keep);
+        let device = moments.first.device();
+        if let Some(skipped) = state.skipped.take() {
+            // The parameter's own count (the last entry) is never reset.
+            let keep_counts = keep.iter().copied().chain([1.0]).collect();
+            state.skipped = Some(skipped.mul(upload(keep_counts, &device)));
+        }
+        let keep = self.vectors.spread(upload(keep, &device));
         moments.first = moments.first.clone().mul(keep.clone());
         moments.second = moments.second.clone().mul(keep);
         state.moments = StoredMoments::store(moments, self.format);
@@ -352,9 +361,10 @@ impl AdapterAdam {
             None => (upload(step_size, &device), upload(inv_root, &device)),
             Some(skipped) => {
                 // Where a vector's steps were skipped, its `t` is only known on the device.
+                let skipped = skipped.clone().narrow(0, 0, count);
                 let t = upload(vector_steps.iter().map(|&t| t as f32).collect(), &device)
                     .sub(skipped.clone());
-                let any = skipped.clone().greater_elem(0.0);
+                let any = skipped.greater_elem(0.0);
                 let on = upload(active.clone(), &device);
                 let step = one_minus_power(beta_1, t.clone()).recip().mul_scalar(lr).mul(on);
                 let root = one_minus_power(beta_2, t).sqrt().recip();
@@ -389,7 +399,7 @@ impl AdapterAdam {
             }
             _ => decay(weights.clone(), lr, self.weight_decay),
         };
-        let skipped = verdict.skipped(skipped).map(|s| s.expand([count]));
+        let skipped = verdict.skipped(skipped).map(|s| s.expand([count + 1]));
         let state = AdapterAdamState {
             moments: verdict.keep_moments(StoredMoments::store(moments, self.format), Some(old)),
             vector_steps,
