@@ -15,6 +15,9 @@
 //! ```
 
 #[allow(dead_code)]
+#[path = "pretrain_llama/args.rs"]
+mod args;
+#[allow(dead_code)]
 #[path = "pretrain_llama/data.rs"]
 mod data;
 #[allow(dead_code)]
@@ -36,7 +39,7 @@ use lowrank_optim::{readback, MemoryReport, Router};
 /// Training-step time and device memory per recipe.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Model size: tiny (d 128, 4 layers, rank 32) or llama-60m (d 512, 8 layers, rank 128).
+    /// Model size, as the pretraining example's presets: tiny, llama-60m, llama-130m, ...
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Recipes from optimizers/, comma-separated.
@@ -59,41 +62,6 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// A model size: dimensions, rank, sequence length and batch.
-struct Preset {
-    d_model: usize,
-    layers: usize,
-    heads: usize,
-    ffn: usize,
-    rank: usize,
-    seq_len: usize,
-    batch_size: usize,
-}
-
-fn preset(name: &str) -> Result<Preset, String> {
-    match name {
-        "tiny" => Ok(Preset {
-            d_model: 128,
-            layers: 4,
-            heads: 4,
-            ffn: 344,
-            rank: 32,
-            seq_len: 128,
-            batch_size: 16,
-        }),
-        "llama-60m" => Ok(Preset {
-            d_model: 512,
-            layers: 8,
-            heads: 8,
-            ffn: 1376,
-            rank: 128,
-            seq_len: 256,
-            batch_size: 16,
-        }),
-        other => Err(format!("unknown preset `{other}`; choose tiny or llama-60m")),
-    }
-}
-
 /// What one recipe measured.
 struct Measured {
     name: String,
@@ -104,7 +72,7 @@ struct Measured {
     device_bytes: Option<u64>,
 }
 
-fn measure(args: &Args, p: &Preset, name: &str, device: &Device) -> Result<Measured, String> {
+fn measure(args: &Args, p: &args::Preset, name: &str, device: &Device) -> Result<Measured, String> {
     let mut recipe =
         Recipe::load(format!("optimizers/{name}.toml")).map_err(|e| format!("{name}: {e}"))?;
     // The preset's rank, as the pretraining example uses it (rank-1 recipes keep theirs).
@@ -204,7 +172,7 @@ fn signed(bytes: i64) -> String {
 fn main() -> ExitCode {
     let args = Args::parse();
     let run = || -> Result<String, String> {
-        let p = preset(&args.preset)?;
+        let p = args::preset(&args.preset)?;
         let device = Device::default().autodiff();
         let mut rows = vec![];
         for name in &args.recipes {
