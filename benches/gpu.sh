@@ -30,13 +30,13 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 if $quick; then
   profile=()            # the dev profile (dependencies optimized) builds fastest for a check
-  preset=tiny steps=3 warmup=1
+  preset=tiny steps=3 warmup=1 batch=(--batch-size 2 --seq-len 32)
   tests=(--test device_path)
   bench_time=()
   bench_filter="1376x512"
 else
   profile=(--release)
-  preset=llama-60m steps=20 warmup=3
+  preset=llama-60m steps=20 warmup=3 batch=()
   tests=()
   bench_time=(--warm-up-time 1 --measurement-time 3)
   bench_filter=""
@@ -51,7 +51,7 @@ cargo test "${profile[@]}" --features "$features" "${tests[@]}" 2>&1 | grep -E '
 
 section "training step: $preset"
 cargo run "${profile[@]}" --features "$features" --example device_step -- \
-  --preset "$preset" --steps "$steps" --warmup "$warmup" \
+  --preset "$preset" --steps "$steps" --warmup "$warmup" "${batch[@]}" \
   --recipes adamw,galore,fira,apollo-mini --out "$out/train_step.md" >&2
 
 bench() {

@@ -117,9 +117,11 @@ impl Verdict {
     }
 }
 
-/// The flag negated and broadcast to `dims`.
-fn not_finite<const D: usize>(finite: &Tensor<1, Bool>, dims: [usize; D]) -> Tensor<D, Bool> {
-    finite.clone().bool_not().reshape([1; D]).expand(dims)
+/// The flag negated, as a rank-`D` tensor that broadcasts against `dims` (`mask_where`
+/// broadcasts, and fuses with the update's elementwise chain where an expanded mask would be
+/// materialized).
+fn not_finite<const D: usize>(finite: &Tensor<1, Bool>, _dims: [usize; D]) -> Tensor<D, Bool> {
+    finite.clone().bool_not().reshape([1; D])
 }
 
 /// Reads a state's skip counter back (one read), logging the skipped updates; the count, or 0
