@@ -33,13 +33,11 @@ if $quick; then
   preset=tiny steps=3 warmup=1 batch=(--batch-size 2 --seq-len 32)
   tests=(--test device_path)
   bench_time=()
-  bench_filter="1376x512"
 else
   profile=(--release)
   preset=llama-60m steps=20 warmup=3 batch=()
   tests=()
   bench_time=(--warm-up-time 1 --measurement-time 3)
-  bench_filter=""
 fi
 
 section() { printf '\n== %s\n' "$1" >&2; }
@@ -55,20 +53,20 @@ cargo run "${profile[@]}" --features "$features" --example device_step -- \
   --recipes adamw,galore,fira,apollo-mini --out "$out/train_step.md" >&2
 
 bench() {
-  local name="$1"
+  local name="$1" filter="$2"
   section "bench $name"
   if $quick; then
-    # The quick run checks that each bench runs (criterion's test mode: every case once, in
-    # the dev profile), without timing it.
-    cargo test --features "$features" --bench "$name" -- "$bench_filter" 2>&1 \
+    # The quick run checks that the bench runs (criterion's test mode: one case once, in the
+    # dev profile), without timing it.
+    cargo test --features "$features" --bench "$name" -- "$filter" 2>&1 \
       | grep -E 'Success|Testing' | tail -3 >&2
   else
-    cargo bench --features "$features" --bench "$name" -- "${bench_time[@]}" $bench_filter 2>&1 \
+    cargo bench --features "$features" --bench "$name" -- "${bench_time[@]}" 2>&1 \
       | grep -E '^[a-z_0-9/x -]+$|time:' | sed 's/^ *//' > "$out/$name.txt"
   fi
 }
-bench step
-bench refresh
+bench step "step/galore/1376x512"
+bench refresh "refresh_2736x1024_r256/dct_matmul"
 
 peers=""
 if "$python" -c 'import torch, galore_torch; assert torch.cuda.is_available()' 2>/dev/null; then
