@@ -43,7 +43,11 @@ struct Args {
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Recipes from optimizers/, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "adamw,galore,fira,apollo-mini")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "adamw,galore,fira,apollo-mini"
+    )]
     recipes: Vec<String>,
     /// Untimed steps before the timed ones (the first computes the subspaces).
     #[arg(long, default_value_t = 2)]
@@ -150,8 +154,9 @@ fn table(args: &Args, rows: &[Measured], device: &Device) -> String {
             (Some(b), None) => (format_bytes(b as usize), "-".into()),
             _ => ("-".into(), "-".into()),
         };
-        let counted =
-            adamw.map_or("-".into(), |a| signed(r.state_bytes as i64 - a.state_bytes as i64));
+        let counted = adamw.map_or("-".into(), |a| {
+            signed(r.state_bytes as i64 - a.state_bytes as i64)
+        });
         out += &format!(
             "| {} | {:.1} ms | {ratio} | {:.1} ms | {:.1} | {} | {in_use} | {device_diff} | {counted} |\n",
             r.name,

@@ -119,12 +119,22 @@ fn a_step_between_refreshes_reads_nothing_back_on_a_gpu_backend() {
         let mut batches = data::Batches::new(3, 4, DIMS.max_seq);
         let mut reads = vec![];
         for i in 0..4 {
-            let (next, n) = step(model, &mut optim, switcher.as_ref(), &mut batches, &corpus.train, i);
+            let (next, n) = step(
+                model,
+                &mut optim,
+                switcher.as_ref(),
+                &mut batches,
+                &corpus.train,
+                i,
+            );
             model = next;
             reads.push(n);
         }
         let name = &recipe.name;
-        assert!(reads[0] > 0 || name == "adamw", "{name}: the first step read nothing: {reads:?}");
+        assert!(
+            reads[0] > 0 || name == "adamw",
+            "{name}: the first step read nothing: {reads:?}"
+        );
         let steady = &reads[1..];
         if on_cpu(&device) {
             let ours = name != "adamw";
@@ -193,7 +203,12 @@ fn device_memory_in_use_matches_the_counted_state() {
             let measured = MemoryReport::measure(&optim, &model).unwrap();
             let state = added.map(|a| a - model_bytes as i64);
             if pass == 1 {
-                rows.push((recipe.name.clone(), state, measured.state_bytes(), measured.adamw_bytes()));
+                rows.push((
+                    recipe.name.clone(),
+                    state,
+                    measured.state_bytes(),
+                    measured.adamw_bytes(),
+                ));
             }
         }
     }

@@ -132,8 +132,8 @@ impl SubspaceRule for FiraRule {
             //   = W - G (lr_t factor) - back(lr_t alpha (N - R factor)): one back-projection,
             // every scalar folded into small tensors.
             let coefficient = step_size.times(factor.clone());
-            let low_update = (step_size.clone().scaled(alpha as f64))
-                .times(normalized.sub(low.mul(factor)));
+            let low_update =
+                (step_size.clone().scaled(alpha as f64)).times(normalized.sub(low.mul(factor)));
             let update = grad.mul(coefficient).add(subspace.project_back(low_update));
             (update, limited)
         } else {

@@ -439,8 +439,8 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         } else {
             return (None, state);
         };
-        let moments = (state.loaded_moments())
-            .unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
+        let moments =
+            (state.loaded_moments()).unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
         let (update, moments) = self.rule.dense(lr, grad, moments);
         let updated = self.apply(lr, weights.clone(), Some(update));
         let state = SubspaceState {

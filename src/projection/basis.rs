@@ -220,7 +220,11 @@ impl RecordState for Basis {
         match self {
             Basis::Dense(m) => out.push_tensor(prefix, "matrix", crate::readback::data(m.clone())),
             Basis::Dct { indices, len } | Basis::Coordinates { indices, len } => {
-                out.push_tensor(prefix, "indices", crate::readback::data(indices.clone()).convert::<i32>());
+                out.push_tensor(
+                    prefix,
+                    "indices",
+                    crate::readback::data(indices.clone()).convert::<i32>(),
+                );
                 out.push_scalar(prefix, "len", burn_pack::Scalar::from(*len));
             }
             Basis::Gaussian { seed, matrix } => {

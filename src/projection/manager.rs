@@ -582,10 +582,11 @@ pub fn fingerprint<const D: usize>(weights: &Tensor<D>, grad: &Tensor<D>) -> usi
     let indices =
         Tensor::<1, Int>::from_data(TensorData::new(positions, [SAMPLES]), &grad.device());
     let sample = |t: &Tensor<D>| t.clone().reshape([numel]).select(0, indices.clone());
-    let values: Vec<f32> = crate::readback::data(Tensor::cat(vec![sample(weights), sample(grad)], 0))
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("a float tensor converts to f32");
+    let values: Vec<f32> =
+        crate::readback::data(Tensor::cat(vec![sample(weights), sample(grad)], 0))
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("a float tensor converts to f32");
     let shape = dims.iter().fold(D as u64, |h, &d| mix_seed(h, d as u64));
     let hash = values
         .iter()
@@ -606,7 +607,11 @@ pub fn leading_cosine(old: &Subspace, new: &Subspace) -> f64 {
         return 0.0;
     };
     let sums = Tensor::cat(
-        vec![a.clone().mul(b.clone()).sum(), a.square().sum(), b.square().sum()],
+        vec![
+            a.clone().mul(b.clone()).sum(),
+            a.square().sum(),
+            b.square().sum(),
+        ],
         0,
     );
     let sums = crate::readback::data(sums).convert::<f64>();

@@ -349,7 +349,11 @@ impl<const D: usize> RecordState for StoredMoments<D> {
             let bytes = to_bytes(codes, map);
             let len = bytes.len();
             out.push_tensor(&prefix, "codes", TensorData::new(bytes, [len]));
-            out.push_tensor(&prefix, "scales", crate::readback::data(codes.scales.clone()));
+            out.push_tensor(
+                &prefix,
+                "scales",
+                crate::readback::data(codes.scales.clone()),
+            );
         }
     }
 

@@ -45,7 +45,10 @@ impl SwitchClock {
 
     /// Optimizer steps taken so far: the `step` to hand [`Switcher::switch`](super::Switcher::switch).
     pub fn steps(&self) -> usize {
-        crate::readback::data(self.steps.0.val()).convert::<i64>().as_slice::<i64>().expect("an i64 count")[0] as usize
+        crate::readback::data(self.steps.0.val())
+            .convert::<i64>()
+            .as_slice::<i64>()
+            .expect("an i64 count")[0] as usize
     }
 
     /// The clock one step later.

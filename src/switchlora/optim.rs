@@ -366,7 +366,10 @@ impl AdapterAdam {
                     .sub(skipped.clone());
                 let any = skipped.greater_elem(0.0);
                 let on = upload(active.clone(), &device);
-                let step = one_minus_power(beta_1, t.clone()).recip().mul_scalar(lr).mul(on);
+                let step = one_minus_power(beta_1, t.clone())
+                    .recip()
+                    .mul_scalar(lr)
+                    .mul(on);
                 let root = one_minus_power(beta_2, t).sqrt().recip();
                 (
                     upload(step_size, &device).mask_where(any.clone(), step),
@@ -395,7 +398,9 @@ impl AdapterAdam {
         let decayed = match active {
             Some(mask) if self.weight_decay != 0.0 => {
                 let rate = -lr * self.weight_decay as f64;
-                weights.clone().add(weights.clone().mul(mask).mul_scalar(rate))
+                weights
+                    .clone()
+                    .add(weights.clone().mul(mask).mul_scalar(rate))
             }
             _ => decay(weights.clone(), lr, self.weight_decay),
         };
