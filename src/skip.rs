@@ -26,6 +26,16 @@ pub(crate) enum Verdict {
 }
 
 impl Verdict {
+    /// Checks `grad`: on the device when `defer` (no read), else on the host (one read);
+    /// `None` when the host found it not finite.
+    pub(crate) fn check<const D: usize>(grad: &Tensor<D>, defer: bool) -> Option<Self> {
+        if defer {
+            Some(Verdict::OnDevice(grad.clone().is_finite().all()))
+        } else {
+            crate::matrix::all_finite(grad).then_some(Verdict::Finite)
+        }
+    }
+
     /// `new` where the gradient was finite, else `old`.
     pub(crate) fn keep<const D: usize>(&self, new: Tensor<D>, old: Tensor<D>) -> Tensor<D> {
         match self {

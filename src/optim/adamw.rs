@@ -7,7 +7,7 @@ use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
 use crate::adam::{decay, one_minus_power, AdamParams, Moments};
-use crate::matrix::{all_finite, assert_state_fits, log_skip};
+use crate::matrix::{assert_state_fits, log_skip};
 use crate::memory::StateFootprint;
 use crate::quant::StoredMoments;
 use crate::setters::adam_setters;
@@ -118,11 +118,8 @@ impl Optimizer for DenseAdamW {
         if let Some(stored) = &state {
             assert_state_fits("AdamW moments", &stored.moments.dims(), &dims);
         }
-        let verdict = if crate::skip::on_device(&grad.device(), state.is_some()) {
-            Verdict::OnDevice(grad.clone().is_finite().all())
-        } else if all_finite(&grad) {
-            Verdict::Finite
-        } else {
+        let defer = crate::skip::on_device(&grad.device(), state.is_some());
+        let Some(verdict) = Verdict::check(&grad, defer) else {
             log_skip(&dims);
             return (tensor, state);
         };

@@ -13,9 +13,7 @@ use burn::tensor::{Device, Tensor};
 use crate::adam::{decay, AdamParams, Moments};
 use crate::error::{Error, Result};
 use crate::groups::MatrixOptimizer;
-use crate::matrix::{
-    all_finite, as_matrix, assert_state_fits, cast_rank, is_matrix_shape, log_skip,
-};
+use crate::matrix::{as_matrix, assert_state_fits, cast_rank, is_matrix_shape, log_skip};
 use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
 use crate::quant::StoredMoments;
@@ -385,11 +383,8 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         let (defer, state) = self.prepare_state(state, &grad, |s| {
             self.manager.refresh_due(&subspace, s.step)
         });
-        let verdict = if defer && !self.manager.refresh_due(&subspace, state.step) {
-            Verdict::OnDevice(grad.clone().is_finite().all())
-        } else if all_finite(&grad) {
-            Verdict::Finite
-        } else {
+        let defer = defer && !self.manager.refresh_due(&subspace, state.step);
+        let Some(verdict) = Verdict::check(&grad, defer) else {
             log_skip(&weights.dims());
             let state = SubspaceState {
                 subspace: Some(subspace),
@@ -432,11 +427,8 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         if let Some(stored) = &state.moments {
             assert_state_fits("optimizer moments", &stored.dims(), &grad.dims());
         }
-        let verdict = if crate::skip::on_device(&grad.device(), state.moments.is_some()) {
-            Verdict::OnDevice(grad.clone().is_finite().all())
-        } else if all_finite(&grad) {
-            Verdict::Finite
-        } else {
+        let defer = crate::skip::on_device(&grad.device(), state.moments.is_some());
+        let Some(verdict) = Verdict::check(&grad, defer) else {
             return (None, state);
         };
         let moments =

@@ -14,7 +14,7 @@ use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
 use crate::adam::{decay, one_minus_power, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
-use crate::matrix::{all_finite, assert_state_fits, cast_rank, log_skip};
+use crate::matrix::{assert_state_fits, cast_rank, log_skip};
 use crate::quant::{MomentFormat, StoredMoments};
 use crate::setters::adam_setters;
 use crate::skip::Verdict;
@@ -312,11 +312,7 @@ impl AdapterAdam {
         let dims = grad.dims();
         let count = dims[self.vectors.dim()];
         let device = grad.device();
-        let verdict = if crate::skip::on_device(&device, state.is_some()) {
-            Verdict::OnDevice(grad.clone().is_finite().all())
-        } else {
-            Verdict::Finite
-        };
+        let verdict = Verdict::check(&grad, crate::skip::on_device(&device, state.is_some()));
         let mut state = state.unwrap_or_else(|| AdapterAdamState {
             moments: StoredMoments::F32(Moments::zeros(dims, &device)),
             vector_steps: vec![0; count],
@@ -331,10 +327,10 @@ impl AdapterAdam {
         );
         self.reset(&mut state);
         // A skipped step keeps the stored moments as they are (after any reset).
-        if matches!(verdict, Verdict::Finite) && !all_finite(&grad) {
+        let Some(verdict) = verdict else {
             log_skip(&dims);
             return (weights, state);
-        }
+        };
         let AdapterAdamState {
             moments: old,
             mut vector_steps,
