@@ -2,7 +2,9 @@
 //! exact SVD (host, faer) against randomized SVD (sketch matmuls on the device, small QR/SVD on
 //! the host) and the SVD-free DCT selection (fast DCT of every row on the host, L1 column
 //! scores, top-r), on a gradient-like matrix with singular values ~ 1/i. Prints the fraction of
-//! the exact top-r energy `||G P||²` each variant captures. Run: `cargo bench --bench refresh`.
+//! the exact top-r energy `||G P||²` each variant captures. Run: `cargo bench --bench refresh`;
+//! `REFRESH_BENCH_QUICK=1` swaps in one small shape (344x128, r = 32) for an end-to-end check on a
+//! slow device (`benches/gpu.sh --quick`), since the set-up computes every shape's bases.
 
 mod common;
 
@@ -34,7 +36,12 @@ fn energy(g: &HostMatrix, p: &HostMatrix) -> f64 {
 
 fn bench_refresh(c: &mut Criterion) {
     let device = Device::default();
-    for (m, n, r) in [(2736, 1024, 256), (5461, 2048, 512)] {
+    let shapes: &[(usize, usize, usize)] = if std::env::var_os("REFRESH_BENCH_QUICK").is_some() {
+        &[(344, 128, 32)]
+    } else {
+        &[(2736, 1024, 256), (5461, 2048, 512)]
+    };
+    for &(m, n, r) in shapes {
         let g = gradient_like(m, n, &device);
         let g_host = host(&g);
         let exact = exact_svd_basis(g_host.as_ref(), r, false, true)
