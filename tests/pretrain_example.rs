@@ -4,6 +4,8 @@
 
 #[path = "../examples/pretrain_llama/args.rs"]
 mod args;
+#[path = "../examples/pretrain_llama/compare.rs"]
+mod compare;
 #[path = "../examples/pretrain_llama/data.rs"]
 mod data;
 #[path = "../examples/pretrain_llama/model.rs"]
@@ -12,9 +14,12 @@ mod model;
 mod report;
 #[path = "../examples/pretrain_llama/train.rs"]
 mod train;
+#[path = "../examples/pretrain_llama/twin.rs"]
+mod twin;
 
 mod common;
 
+use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Parser;
 use lowrank_optim::recipe::Recipe;
@@ -441,4 +446,132 @@ fn the_runs_rank_replaces_a_recipes_fixed_rank() {
     );
     let (frugal, replaced) = train::recipe_for_run(&load("frugal"), 32);
     assert_eq!((frugal.table.has("rank"), replaced), (false, None));
+}
+
+/// `--update-proj-gap` replaces a recipe's refresh interval, except where the recipe reselects
+/// every step (DCT-AdamW) or has no subspace.
+#[test]
+fn the_proj_gap_option_replaces_a_recipes_interval() {
+    let load = |name: &str| Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+    let gap = |r: &Recipe| r.table.get("update_proj_gap").and_then(|v| v.as_integer());
+    let (galore, replaced) = train::with_proj_gap(load("galore"), Some(50));
+    assert_eq!((gap(&galore), replaced), (Some(50), Some(200)));
+    let (dct, replaced) = train::with_proj_gap(load("dct-adamw"), Some(50));
+    assert_eq!((gap(&dct), replaced), (Some(1), None));
+    let (adamw, replaced) = train::with_proj_gap(load("adamw"), Some(50));
+    assert_eq!((gap(&adamw), replaced), (None, None));
+    let (apollo, _) = train::with_proj_gap(load("apollo"), None);
+    assert_eq!(gap(&apollo), Some(200));
+}
+
+/// `--export-twin` writes what the run starts from: the initial weights under their names in
+/// Burn's layouts (read back here and compared with the model the run built), every step's
+/// windows (the stream the run draws), learning rate and clipping, and the recipe's text.
+#[test]
+fn a_twin_export_holds_the_start_weights_batches_and_schedule() {
+    let _rng = SEEDED_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::device().autodiff();
+    let dir = tempdir("twin");
+    let export = dir.join("start");
+    let args = small_run(
+        &dir,
+        &[
+            "--optimizer",
+            "optimizers/galore.toml",
+            "--export-twin",
+            export.to_str().unwrap(),
+            "--update-proj-gap",
+            "2",
+        ],
+    );
+    let settings = args.settings(256).unwrap();
+    let corpus = text_corpus();
+    let recipe = Recipe::load("optimizers/galore.toml").unwrap();
+    train::run(&args, &settings, &recipe, &corpus, &device).unwrap();
+
+    // The weights the run started from: the same seed builds the same model.
+    device.seed(args.seed);
+    let model = settings.dims.init(&device, None).unwrap();
+    let bytes = std::fs::read(export.join("galore/init.safetensors")).unwrap();
+    let saved = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let params = ParamInfo::collect(&model);
+    assert_eq!(saved.len(), params.len());
+    // Burn's own record of the model holds the same f32 bytes under the same paths.
+    let record = dir.join("model.bpk");
+    model.clone().save_file(&record).unwrap();
+    let recorded: std::collections::HashMap<String, Vec<u8>> =
+        common::record_tensors(&burn_pack::Reader::from_file(&record).unwrap())
+            .into_iter()
+            .collect();
+    for p in &params {
+        let name = p.path.replace(".Dense.", ".");
+        let view = saved
+            .tensor(&name)
+            .unwrap_or_else(|_| panic!("{name} missing"));
+        assert_eq!(view.shape(), &p.shape[..], "{name}");
+        assert_eq!(view.data(), &recorded[&p.path][..], "{name}");
+    }
+    assert!(saved.tensor("layers.0.attention.wq.weight").is_ok());
+    assert_eq!(
+        saved
+            .tensor("layers.0.feed_forward.w1.weight")
+            .unwrap()
+            .shape(),
+        &[32, 48]
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("galore/twin.json")).unwrap())
+            .unwrap();
+    let starts: Vec<Vec<usize>> = serde_json::from_value(json["starts"].clone()).unwrap();
+    let mut batches = Batches::new(args.seed, 2, 16);
+    let expected: Vec<Vec<usize>> = (0..6)
+        .map(|_| batches.next_starts(corpus.train.len()))
+        .collect();
+    assert_eq!(starts, expected);
+    let lr: Vec<f64> = serde_json::from_value(json["lr"].clone()).unwrap();
+    assert_eq!(lr.len(), 6);
+    // Warm-up to the recipe's 0.01, then cosine decay towards 10% of it.
+    assert!(
+        lr.iter().all(|&v| v > 0.001 && v <= 0.01 * (1.0 + 1e-12)),
+        "{lr:?}"
+    );
+    assert!(lr[1..].windows(2).all(|w| w[1] < w[0]), "{lr:?}");
+    assert_eq!(json["clip"], 1.0);
+    assert_eq!(json["train_tokens"], corpus.train.len());
+    assert_eq!(json["subspace_keys"]["rank"], 4);
+    assert_eq!(json["subspace_keys"]["update_proj_gap"], 2);
+    assert!(json["recipe_toml"]
+        .as_str()
+        .unwrap()
+        .contains("optimizer = \"galore\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The comparison's statistics and learning-rate choice.
+#[test]
+fn seeds_average_and_the_best_finite_lr_wins() {
+    let (mean, std) = report::mean_std(&[1.0, 2.0, 3.0]);
+    assert!((mean - 2.0).abs() < 1e-12 && (std - 1.0).abs() < 1e-12);
+    assert_eq!(report::mean_std(&[4.0]), (4.0, 0.0));
+    let tried = [
+        (0.001, Some(2.0)),
+        (0.003, Some(1.5)),
+        (0.01, None),
+        (0.03, Some(f64::NAN)),
+    ];
+    assert_eq!(compare::best_lr(&tried), Some(0.003));
+    assert_eq!(compare::best_lr(&[(0.01, None)]), None);
+    let args = small_run(
+        std::path::Path::new("/tmp"),
+        &["--seed", "5", "--seeds", "3"],
+    );
+    assert_eq!(compare::seeds(&args), vec![5, 6, 7]);
+    assert_eq!(compare::lr_candidates(&args, 0.03), vec![0.01, 0.03, 0.09]);
+    let grid = small_run(std::path::Path::new("/tmp"), &["--lr-grid", "0.001,0.002"]);
+    assert_eq!(compare::lr_candidates(&grid, 0.03), vec![0.001, 0.002]);
+    // The twin comparison counts the leading steps that agree.
+    let (within, early) = report::agreement(&[2.0, 1.5, 1.2], &[2.0, 1.50001, 1.3], 1e-4, 10);
+    assert_eq!(within, 2);
+    assert!((early - 0.1 / 1.3).abs() < 1e-6);
 }

@@ -11,7 +11,7 @@ use crate::model::LlamaDims;
 /// Without --optimizer, trains every recipe in --recipes with the same model, data, steps and
 /// seed, and writes a comparison (CSV, markdown table, PNG plot) to --out.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "pretrain_llama", version)]
+#[command(name = "pretrain_llama", version, args_override_self = true)]
 pub struct Args {
     /// Train with one recipe (a TOML file from optimizers/) instead of comparing all of them.
     #[arg(long, value_name = "RECIPE.toml")]
@@ -99,6 +99,36 @@ pub struct Args {
     /// Default: the recipes' own.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub moments: Vec<String>,
+    /// Refresh every subspace every N steps (overrides the recipes' `update_proj_gap`; recipes
+    /// that reselect every step, like DCT-AdamW, keep theirs).
+    #[arg(long, value_name = "N")]
+    pub update_proj_gap: Option<usize>,
+    /// Write what each run starts from into DIR/<recipe>/ for a PyTorch twin run
+    /// (`benches/peers/twin.py`): initial weights (`init.safetensors`) and the data, schedule and
+    /// clipping of every step (`twin.json`).
+    #[arg(long, value_name = "DIR")]
+    pub export_twin: Option<PathBuf>,
+    /// Overlay the twin runs found in DIR/<recipe>/history.csv on the comparison's plot and
+    /// compare them in `twins.md`.
+    #[arg(long, value_name = "DIR")]
+    pub twins: Option<PathBuf>,
+    /// Rebuild the comparison (table, CSV, plot) from the runs already in --out, training nothing.
+    #[arg(long)]
+    pub report_only: bool,
+    /// Train every recipe of a comparison with N seeds (--seed, --seed + 1, ...; weights and
+    /// batches) and report the mean and standard deviation of the validation perplexity.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seeds: usize,
+    /// Before a comparison, search each recipe's learning rate on a fraction of the steps
+    /// (--tune-fraction) over --lr-grid, then compare at each recipe's best.
+    #[arg(long)]
+    pub tune_lr: bool,
+    /// The learning rates --tune-lr tries (comma-separated; default: the recipe's x 1/3, 1, 3).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub lr_grid: Vec<f64>,
+    /// Fraction of --steps each --tune-lr run trains (its schedule compressed to that length).
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
+    pub tune_fraction: f64,
 }
 
 impl Args {
@@ -122,6 +152,25 @@ impl Args {
             |v| (0.0..=1.0).contains(&v),
             "a fraction in [0, 1]",
         )?;
+        if self.seeds == 0 {
+            return Err("--seeds must be at least 1".into());
+        }
+        if !(self.tune_fraction > 0.0 && self.tune_fraction <= 1.0) {
+            return Err(format!(
+                "--tune-fraction must be a fraction in (0, 1], not {}",
+                self.tune_fraction
+            ));
+        }
+        if let Some(bad) = self
+            .lr_grid
+            .iter()
+            .find(|v| !(v.is_finite() && **v > 0.0 && **v <= 1.0))
+        {
+            return Err(format!("--lr-grid values must be in (0, 1], not {bad}"));
+        }
+        if self.update_proj_gap == Some(0) {
+            return Err("--update-proj-gap must be at least 1".into());
+        }
         in_range(
             "--clip",
             self.clip,

@@ -80,12 +80,18 @@ impl Batches {
         splitmix64(&mut self.state)
     }
 
+    /// Where the next batch's windows start in a text of `len` tokens.
+    pub fn next_starts(&mut self, len: usize) -> Vec<usize> {
+        let starts = len - self.window + 1;
+        (0..self.batch)
+            .map(|_| (self.next_u64() % starts as u64) as usize)
+            .collect()
+    }
+
     /// The next batch `[batch, seq_len + 1]` drawn from `tokens`.
     pub fn next(&mut self, tokens: &[u32], device: &Device) -> Tensor<2, Int> {
-        let starts = tokens.len() - self.window + 1;
         let mut values = Vec::with_capacity(self.batch * self.window);
-        for _ in 0..self.batch {
-            let start = (self.next_u64() % starts as u64) as usize;
+        for start in self.next_starts(tokens.len()) {
             values.extend(tokens[start..start + self.window].iter().map(|&t| t as i64));
         }
         Tensor::from_data(TensorData::new(values, [self.batch, self.window]), device)

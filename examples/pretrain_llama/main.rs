@@ -2,15 +2,19 @@
 //!
 //! `cargo run --release --example pretrain_llama` trains every recipe in `optimizers/` on the
 //! `tiny` preset (minutes on 2 CPU cores) and writes `results/`: `loss.csv`, `results.md`,
-//! `validation.png` and one folder per recipe with its checkpoint. `--help` lists every option.
+//! `validation.png` and one folder per recipe with its checkpoint. `--seeds N` repeats each run
+//! with N seeds, `--tune-lr` searches each recipe's learning rate first, `--export-twin` and
+//! `--twins` pair runs with their PyTorch twins (`benches/peers/twin.py`). `--help` lists every
+//! option.
 
 mod args;
+mod compare;
 mod data;
 mod model;
 mod report;
 mod train;
+mod twin;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::tensor::Device;
@@ -21,7 +25,6 @@ use lowrank_optim::{MemoryReport, MomentPrecision, Router};
 
 use args::Args;
 use data::{Corpus, BYTE_VOCAB};
-use train::Summary;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -60,124 +63,10 @@ fn dispatch(args: &Args) -> Result<bool, String> {
                 format_bytes(summary.state_bytes),
                 args.out.join(&summary.name).display()
             );
-            Ok(!args.check_loss_falls || check(&[summary]))
+            Ok(!args.check_loss_falls || train::losses_fell(&[summary]))
         }
-        _ => compare(args),
+        _ => compare::compare(args),
     }
-}
-
-fn check(summaries: &[Summary]) -> bool {
-    let mut ok = true;
-    for s in summaries {
-        if !s.loss_fell() {
-            eprintln!("check failed: the training loss of {} did not fall", s.name);
-            ok = false;
-        }
-    }
-    ok
-}
-
-/// The recipe files of `dir`, sorted by name, AdamW first (the baseline of every ratio).
-fn recipe_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read recipe folder {}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort_by_key(|p| (p.file_stem().is_none_or(|s| s != "adamw"), p.clone()));
-    if files.is_empty() {
-        return Err(format!("no recipe (*.toml) in {}", dir.display()));
-    }
-    Ok(files)
-}
-
-/// Trains every recipe in its own process (so each reports its own peak memory), then writes
-/// the comparison.
-fn compare(args: &Args) -> Result<bool, String> {
-    if args.resume.is_some() {
-        return Err("--resume needs --optimizer: a checkpoint belongs to one recipe".into());
-    }
-    // Every recipe at every --moments precision (or as written).
-    let precisions: Vec<Option<&str>> = match args.moments.len() {
-        0 => vec![None],
-        _ => args.moments.iter().map(|p| Some(p.as_str())).collect(),
-    };
-    let mut files = Vec::new();
-    let mut recipes = Vec::new();
-    // Validate everything before the first (long) run starts.
-    for file in recipe_files(&args.recipes)? {
-        let recipe = Recipe::load(&file).map_err(|e| e.to_string())?;
-        for &precision in &precisions {
-            recipes.push(train::at_precision(recipe.clone(), precision)?);
-            files.push((file.clone(), precision));
-        }
-    }
-    let settings = args.settings(BYTE_VOCAB)?;
-    Corpus::load(&args.data, args.val_fraction, settings.seq_len + 1)?;
-
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let passthrough = passthrough_args();
-    let mut summaries = Vec::new();
-    for ((file, precision), recipe) in files.iter().zip(&recipes) {
-        let mut command = std::process::Command::new(&exe);
-        command.args(&passthrough).arg("--optimizer").arg(file);
-        if let Some(precision) = precision {
-            command.arg("--moments").arg(precision);
-        }
-        let status = command
-            .status()
-            .map_err(|e| format!("cannot start the {} run: {e}", recipe.name))?;
-        if !status.success() && status.code() != Some(1) {
-            return Err(format!("the {} run failed ({status})", recipe.name));
-        }
-        let path = train::summary_path(&args.out, &recipe.name);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        summaries.push(
-            serde_json::from_str::<Summary>(&text)
-                .map_err(|e| format!("{}: {e}", path.display()))?,
-        );
-    }
-
-    let table = report::markdown_table(&summaries);
-    let write = |name: &str, text: &str| {
-        let path = args.out.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
-    write("results.md", &table)?;
-    write("loss.csv", &report::combined_csv(&summaries))?;
-    let title = format!(
-        "{} preset, {} steps x {} tokens, byte-level {}",
-        args.preset,
-        settings.steps,
-        settings.batch_size * settings.seq_len * settings.grad_accum,
-        args.data.display()
-    );
-    report::plot(&summaries, &args.out.join("validation.png"), &title)?;
-    println!("\n{table}");
-    println!(
-        "results written to {0}/: results.md, loss.csv, validation.png, and {0}/<recipe>/ per run",
-        args.out.display()
-    );
-    Ok(!args.check_loss_falls || check(&summaries))
-}
-
-/// This program's options for a child run: all but `--compare` and `--moments` (set per run).
-fn passthrough_args() -> Vec<String> {
-    let mut out = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--compare" || arg.starts_with("--moments=") {
-            continue;
-        }
-        if arg == "--moments" {
-            args.next();
-            continue;
-        }
-        out.push(arg);
-    }
-    out
 }
 
 /// GaLore paper's estimates of weights + optimizer states in BF16, in GB (Table 2 / ALGORITHMS.md).
@@ -231,7 +120,7 @@ fn report_memory(args: &Args, name: &str) -> Result<(), String> {
         .iter()
         .map(|p| p.numel())
         .sum();
-    for file in recipe_files(&args.recipes)? {
+    for file in compare::recipe_files(&args.recipes)? {
         let (recipe, _) = train::recipe_for_run(
             &Recipe::load(&file).map_err(|e| e.to_string())?,
             settings.rank,

@@ -16,6 +16,10 @@ use burn::nn::{
 use burn::tensor::{activation, Bool, Device, Int, Tensor};
 use lowrank_optim::switchlora::{Adapter, SwitchableLinear};
 
+/// Rotary encoding's base (Burn's default) and RmsNorm's epsilon.
+pub const ROPE_THETA: f64 = 10_000.0;
+pub const NORM_EPSILON: f64 = 1e-6;
+
 /// Model dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LlamaDims {
@@ -67,7 +71,7 @@ impl LlamaDims {
         };
         let norm = || {
             RmsNormConfig::new(self.d_model)
-                .with_epsilon(1e-6)
+                .with_epsilon(NORM_EPSILON)
                 .init(device)
         };
         let d = self.d_model;
@@ -96,7 +100,9 @@ impl LlamaDims {
             layers,
             norm: norm(),
             output: linear(d, self.vocab),
-            rope: RotaryEncodingConfig::new(self.max_seq, d / self.heads).init(device),
+            rope: RotaryEncodingConfig::new(self.max_seq, d / self.heads)
+                .with_theta(ROPE_THETA as f32)
+                .init(device),
         })
     }
 }

@@ -31,6 +31,9 @@ pub struct Summary {
     pub train_loss: Vec<f32>,
     /// `(step, validation loss)`; perplexity is `exp(loss)`.
     pub validation: Vec<(usize, f64)>,
+    /// Peak learning rate of the run.
+    #[serde(default)]
+    pub lr: f64,
     /// Mean wall time of an optimizer step (forward, backward, clipping, optimizer), in ms.
     pub mean_step_ms: f64,
     /// Optimizer-state bytes measured from the optimizer's record at the end of the run.
@@ -55,6 +58,16 @@ impl Summary {
         self.train_loss.len() >= 2
             && mean(&self.train_loss[self.train_loss.len() - n..]) < mean(&self.train_loss[..n])
     }
+}
+
+/// Whether every run's loss fell ([`Summary::loss_fell`]), naming on stderr each that did not.
+pub fn losses_fell(summaries: &[Summary]) -> bool {
+    let mut ok = true;
+    for s in summaries.iter().filter(|s| !s.loss_fell()) {
+        eprintln!("check failed: the training loss of {} did not fall", s.name);
+        ok = false;
+    }
+    ok
 }
 
 /// Everything that must match for a checkpoint to be resumed.
@@ -102,6 +115,23 @@ pub fn recipe_for_run(recipe: &Recipe, rank: usize) -> (Recipe, Option<i64>) {
     }
     recipe.table.set("rank", rank as i64);
     (recipe, own.filter(|&r| r != rank as i64))
+}
+
+/// `recipe` refreshing every `gap` steps, unless it has no subspace or reselects every step.
+/// Returns the recipe and, when its gap was replaced, the gap it had.
+pub fn with_proj_gap(mut recipe: Recipe, gap: Option<usize>) -> (Recipe, Option<i64>) {
+    let own = recipe
+        .table
+        .get("update_proj_gap")
+        .and_then(|v| v.as_integer());
+    let subspace = !matches!(recipe.optimizer.as_str(), "adamw" | "switchlora");
+    match gap {
+        Some(gap) if subspace && own != Some(1) => {
+            recipe.table.set("update_proj_gap", gap as i64);
+            (recipe, own.filter(|&g| g != gap as i64))
+        }
+        _ => (recipe, None),
+    }
 }
 
 /// `recipe` with every moment at `precision` (`f32`, `q8`, `q4`; `None` keeps the recipe's),
@@ -273,6 +303,13 @@ pub fn run(
             recipe.name, settings.rank
         );
     }
+    let (recipe, gap_replaced) = with_proj_gap(recipe, args.update_proj_gap);
+    if let Some(own) = gap_replaced {
+        eprintln!(
+            "note: {}: the recipe's update_proj_gap {own} is replaced by --update-proj-gap",
+            recipe.name
+        );
+    }
     let (lr, warmup, min_fraction, clip) = schedule_values(args, &recipe);
     let out = args.out.join(&recipe.name);
     let checkpoint_dir = out.join("checkpoint");
@@ -310,6 +347,21 @@ pub fn run(
         }
     };
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    if let Some(dir) = &args.export_twin {
+        if adapter.is_some() {
+            eprintln!(
+                "note: {}: no twin export (SwitchLoRA has no PyTorch twin here)",
+                recipe.name
+            );
+        } else {
+            let mut schedule = scheduler(lr, warmup, min_fraction, settings.steps)?;
+            let lrs = (0..settings.steps)
+                .map(|_| schedule.step().base())
+                .collect();
+            let start = crate::twin::TwinStart::new(args, settings, &recipe, corpus, lrs, clip)?;
+            crate::twin::export(&dir.join(&recipe.name), &model, &start)?;
+        }
+    }
 
     let mut schedule = scheduler(lr, warmup, min_fraction, settings.steps)?;
     for _ in 0..state.step {
@@ -435,6 +487,7 @@ pub fn run(
         tokens_per_step,
         train_loss: state.train_loss.clone(),
         validation: state.validation.clone(),
+        lr,
         mean_step_ms: state.step_ms_total / state.step.max(1) as f64,
         state_bytes: memory.state_bytes(),
         adamw_bytes: memory.adamw_bytes(),
