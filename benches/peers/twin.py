@@ -24,7 +24,8 @@ Optimizers, as each reference's own training script builds them:
 galore-dct, frugal and switchlora have no packaged reference and are skipped.
 `--dense torch` puts the non-projected parameters under torch.optim.AdamW instead of the
 reference optimizer's own dense path (the HF convention), to measure that difference alone; it
-writes history-dense-torch.csv.
+writes history-dense-torch.csv. `--projection-seed K` shifts APOLLO's projection seeds
+(history-seedK.csv), to measure the reference's own spread over random projections.
 """
 import argparse
 import contextlib
@@ -253,7 +254,7 @@ def validation_loss(model, windows, batch):
     return total / count
 
 
-def run(folder, dense_torch):
+def run(folder, dense_torch, projection_seed=0):
     with open(os.path.join(folder, "twin.json")) as f:
         start = json.load(f)
     torch.manual_seed(0)  # only APOLLO's projections draw from torch's generator (seeded per param)
@@ -263,6 +264,12 @@ def run(folder, dense_torch):
     if optimizer is None:
         print(f"{start['recipe']}: skipped ({label})")
         return
+    if projection_seed:
+        # APOLLO seeds each matrix's projections with its parameter index: shift them all, to see
+        # how far the reference itself moves with other random projections.
+        for state in getattr(optimizer, "state", {}).values():
+            if "seed" in state:
+                state["seed"] += projection_seed
     with open(start["data"], "rb") as f:
         tokens = list(f.read())
     train, validation = tokens[:start["train_tokens"]], tokens[start["train_tokens"]:]
@@ -292,7 +299,7 @@ def run(folder, dense_torch):
             print(f"{start['recipe']:>12} (PyTorch) step {done:>5}: validation perplexity "
                   f"{math.exp(val):.2f}", flush=True)
         history.append((done, loss_sum / accum, val))
-    suffix = "-dense-torch" if dense_torch else ""
+    suffix = ("-dense-torch" if dense_torch else "") + (f"-seed{projection_seed}" if projection_seed else "")
     path = os.path.join(folder, f"history{suffix}.csv")
     with open(path, "w") as f:
         f.write("optimizer,step,train_loss,validation_loss,validation_perplexity\n")
@@ -311,6 +318,8 @@ def main():
     parser.add_argument("dir", help="the --export-twin folder")
     parser.add_argument("--recipes", help="comma-separated recipe names (default: all exported)")
     parser.add_argument("--dense", choices=["reference", "torch"], default="reference")
+    parser.add_argument("--projection-seed", type=int, default=0,
+                        help="shift APOLLO's per-matrix projection seeds (writes history-seedK.csv)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -318,7 +327,7 @@ def main():
     names = args.recipes.split(",") if args.recipes else sorted(
         n for n in os.listdir(args.dir) if os.path.exists(os.path.join(args.dir, n, "twin.json")))
     for name in names:
-        run(os.path.join(args.dir, name), args.dense == "torch")
+        run(os.path.join(args.dir, name), args.dense == "torch", args.projection_seed)
 
 
 if __name__ == "__main__":
