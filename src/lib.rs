@@ -75,6 +75,7 @@ mod table;
 
 pub use error::{Error, Result};
 pub use groups::{MatrixOptimizer, ParamInfo, ParamRole, Router};
+pub use matrix::is_host_device;
 pub use memory::{MemoryReport, StateFootprint};
 pub use optim::{
     Apollo, ApolloConfig, ApolloState, Fira, FiraConfig, FiraState, Frugal, FrugalConfig,

@@ -63,8 +63,18 @@ pub(crate) fn is_matrix_shape(shape: &[usize]) -> bool {
 }
 
 /// Whether `device` belongs to a CPU backend (flex, ndarray), where host-side algorithms beat
-/// device kernels and some tensor ops have slow scalar fallbacks.
-pub(crate) fn is_host_device(device: &burn::tensor::Device) -> bool {
+/// device kernels and some tensor ops have slow scalar fallbacks. The crate's optimizers check
+/// gradients for finiteness on the host there (bitwise the reference's steps), and on the device
+/// elsewhere, reading nothing back between refreshes.
+///
+/// ```
+/// use burn::tensor::Device;
+///
+/// let device = Device::default();
+/// let where_checked = if lowrank_optim::is_host_device(&device) { "host" } else { "device" };
+/// println!("finiteness checked on the {where_checked}");
+/// ```
+pub fn is_host_device(device: &burn::tensor::Device) -> bool {
     use burn::backend::DispatchDevice;
     match device.clone().inner().as_dispatch() {
         #[cfg(feature = "flex")]

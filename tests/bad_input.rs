@@ -302,7 +302,7 @@ fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R
             );
             // Bit for bit on a CPU backend; on a GPU backend the step after a skip takes its
             // bias correction from the device's count (f32 `exp`/`ln`).
-            let cpu = common::is_cpu(&common::device());
+            let cpu = lowrank_optim::is_host_device(&common::device());
             let tolerance = if cpu { 0.0 } else { 1e-6 };
             assert!(
                 common::max_abs_diff(&after, &clean) <= tolerance,

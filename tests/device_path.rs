@@ -101,10 +101,6 @@ fn corpus() -> data::Corpus {
     data::Corpus::from_text(&text, 0.1, DIMS.max_seq + 1).unwrap()
 }
 
-fn on_cpu(device: &Device) -> bool {
-    common::is_cpu(device)
-}
-
 /// Between refreshes (the recipes refresh every 200 steps or more; the first step computes
 /// every subspace), a step of every optimizer reads nothing back on a GPU backend: the
 /// non-finite check stays on the device. On a CPU backend each of the crate's optimizers
@@ -136,7 +132,7 @@ fn a_step_between_refreshes_reads_nothing_back_on_a_gpu_backend() {
             "{name}: the first step read nothing: {reads:?}"
         );
         let steady = &reads[1..];
-        if on_cpu(&device) {
+        if lowrank_optim::is_host_device(&device) {
             let ours = name != "adamw";
             assert!(
                 steady.iter().all(|&n| (n > 0) == ours),
@@ -230,7 +226,10 @@ fn device_memory_in_use_matches_the_counted_state() {
                      {counted_diff:+} (tolerance {tolerance})"
                 );
             }
-            _ => assert!(on_cpu(&device), "{name}: no allocator report on {device:?}"),
+            _ => assert!(
+                lowrank_optim::is_host_device(&device),
+                "{name}: no allocator report on {device:?}"
+            ),
         }
         assert!(*counted > 0 && *adamw_bytes > 0, "{name}: no state counted");
     }

@@ -197,7 +197,6 @@ def build_optimizer(model, start, dense_torch):
     name = start["recipe"]
     if kind == "adamw":
         return torch_adamw([p for _, p in named]), "torch.optim.AdamW"
-    groups = None
     if kind == "galore" and table.get("projection", "svd") == "svd":
         from galore_torch import GaLoreAdamW as Reference
         group = dict(rank=table["rank"], update_proj_gap=table["update_proj_gap"],

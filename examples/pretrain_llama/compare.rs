@@ -113,10 +113,7 @@ pub fn compare(args: &Args) -> Result<bool, String> {
             .iter()
             .map(|entry| tune(args, entry, tune_steps))
             .collect::<Result<Vec<_>, String>>()?;
-        write_file(
-            &tuning_path,
-            &serde_json::to_string_pretty(&tunings).unwrap(),
-        )?;
+        train::write_json(&tuning_path, &tunings)?;
         tunings
     } else {
         let _ = std::fs::remove_file(&tuning_path);

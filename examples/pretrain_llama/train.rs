@@ -216,7 +216,7 @@ fn peak_rss_bytes() -> Option<usize> {
     Some(kib * 1024)
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

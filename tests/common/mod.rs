@@ -12,19 +12,6 @@ pub fn device() -> Device {
     Device::default()
 }
 
-/// Whether `device` belongs to a CPU backend (flex, ndarray), where steps read their
-/// finiteness checks on the host and results are compared bit for bit.
-pub fn is_cpu(device: &Device) -> bool {
-    use burn::backend::DispatchDevice;
-    match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "ndarray")]
-        DispatchDevice::NdArray(_) => true,
-        _ => false,
-    }
-}
-
 /// The updates a subspace optimizer's state counts as applied: its step count less the ones a
 /// GPU backend skipped on the device (one read of the counter).
 pub fn applied_steps<const D: usize>(state: &lowrank_optim::optim::SubspaceState<D>) -> usize {
