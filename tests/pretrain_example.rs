@@ -228,11 +228,20 @@ fn bad_options_are_errors_naming_the_option() {
         ("--clip", "inf"),
         ("--stop-at", "301"),
         ("--stop-at", "0"),
+        ("--seeds", "0"),
+        ("--tune-fraction", "0"),
+        ("--tune-fraction", "1.5"),
+        ("--lr-grid", "-0.1"),
+        ("--lr-grid", "0.01,2"),
+        ("--update-proj-gap", "0"),
     ] {
         let err = settings(&[option, value]).unwrap_err();
         assert!(err.contains(option), "{option} {value}: {err}");
     }
     assert!(settings(&["--stop-at", "300", "--warmup", "0", "--clip", "0"]).is_ok());
+    // A twin starts from a run's first step; a resumed run has left it.
+    let err = settings(&["--export-twin", "start", "--resume", "ckpt"]).unwrap_err();
+    assert!(err.contains("--export-twin"), "{err}");
 }
 
 /// A run whose loss turns non-finite stops with an error naming the step, and keeps the last

@@ -124,7 +124,7 @@ pub struct Args {
     #[arg(long)]
     pub tune_lr: bool,
     /// The learning rates --tune-lr tries (comma-separated; default: the recipe's x 1/3, 1, 3).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', allow_negative_numbers = true)]
     pub lr_grid: Vec<f64>,
     /// Fraction of --steps each --tune-lr run trains (its schedule compressed to that length).
     #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
@@ -152,6 +152,9 @@ impl Args {
             |v| (0.0..=1.0).contains(&v),
             "a fraction in [0, 1]",
         )?;
+        if self.export_twin.is_some() && self.resume.is_some() {
+            return Err("--export-twin writes a run's start, which a --resume run has left".into());
+        }
         if self.seeds == 0 {
             return Err("--seeds must be at least 1".into());
         }
