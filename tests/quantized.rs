@@ -459,7 +459,8 @@ fn a_non_finite_gradient_leaves_quantized_state_alone() {
     let (w2, state) = optim.step(0.01, w.clone(), tensor(&poisoned, [64, 128]), state);
     assert_eq!(values(&w2), values(&w));
     assert_eq!(record_codes(state.as_ref().unwrap()), before);
-    assert_eq!(state.unwrap().step, 1);
+    // One update applied: the step count less the skips a GPU backend counted on the device.
+    assert_eq!(common::applied_steps(state.as_ref().unwrap()), 1);
 }
 
 /// The codes and scales of a quantized state, as a checkpoint holds them.
