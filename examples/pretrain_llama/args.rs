@@ -124,7 +124,12 @@ pub struct Args {
     #[arg(long)]
     pub tune_lr: bool,
     /// The learning rates --tune-lr tries (comma-separated; default: the recipe's x 1/3, 1, 3).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
     pub lr_grid: Vec<f64>,
     /// Fraction of --steps each --tune-lr run trains (its schedule compressed to that length).
     #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
