@@ -26,6 +26,12 @@ galore-dct, frugal and switchlora have no packaged reference and are skipped.
 reference optimizer's own dense path (the HF convention), to measure that difference alone; it
 writes history-dense-torch.csv. `--projection-seed K` shifts APOLLO's projection seeds
 (history-seedK.csv), to measure the reference's own spread over random projections.
+`--dct-order ascending` makes DCTAdamW keep its selected columns in ascending index order, as
+ours does (the reference's `topk(sorted=False)` order is torch's implementation detail: on CPU
+nth_element's order below 64 x k scores and score order above, on CUDA another), and
+`--dct-phase ours` refreshes at 0-based steps 0, T, 2T, ... as ours (and galore-torch) do
+instead of DCTAdamW's 1-based steps 1, T, 2T, ...; each writes history-<suffix>.csv, to measure
+what each convention alone moves.
 """
 import argparse
 import contextlib
@@ -151,9 +157,37 @@ def is_projected(name):
     return ".attention.w" in name or ".feed_forward.w" in name
 
 
-def load_dct_adamw():
-    spec = importlib.util.find_spec("ista_daslab_optimizers")
+class AscendingTopk:
+    """`torch` as the DCT projector sees it, with `topk`'s indices in ascending order."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def topk(input, k, sorted=True):
+        indices = torch.topk(input, k, sorted=sorted).indices.sort().values
+        return types.SimpleNamespace(indices=indices, values=input[indices])
+
+
+def load_dct_adamw(order="reference", phase="reference"):
+    """DCTAdamW, with its column order and refresh phase as the reference has them or as ours."""
+    base = import_dct_adamw()
+    projector = importlib.import_module("ista_daslab_optimizers.fft_low_rank.fft_projector")
+    projector.torch = AscendingTopk() if order == "ascending" else torch
+    if phase == "reference":
+        return base
+
+    class OurPhase(base):
+        def should_update_projection(self):
+            # 1-based step s refreshes when s - 1 is a multiple of the gap (0-based 0, T, 2T, ...).
+            return (self.steps - 1) % self.update_proj_gap == 0
+
+    return OurPhase
+
+
+def import_dct_adamw():
     if "ista_daslab_optimizers" not in sys.modules:
+        spec = importlib.util.find_spec("ista_daslab_optimizers")
         package = types.ModuleType("ista_daslab_optimizers")
         package.__path__ = [os.path.dirname(spec.origin)]
         sys.modules["ista_daslab_optimizers"] = package
@@ -177,7 +211,7 @@ class Quiet:
             o.zero_grad(set_to_none=True)
 
 
-def build_optimizer(model, start, dense_torch):
+def build_optimizer(model, start, dense_torch, dct_order="reference", dct_phase="reference"):
     recipe = tomllib.loads(start["recipe_toml"])
     kind = recipe["optimizer"]
     table = dict(recipe.get(kind, {}))
@@ -214,7 +248,7 @@ def build_optimizer(model, start, dense_torch):
                      proj_type=table.get("proj_type", "std"))
         label, extra = "apollo_torch.APOLLOAdamW", {}
     elif kind == "frugal" and table.get("projection") == "dct" and table.get("residual") == "none":
-        DCTAdamW = load_dct_adamw()
+        DCTAdamW = load_dct_adamw(dct_order, dct_phase)
         t = adam_args(table, 1e-8)
         low = DCTAdamW(projected, lr=recipe["lr"], weight_decay=t["weight_decay"],
                        rank=table["rank"], proj="dct", update_proj_gap=table["update_proj_gap"],
@@ -253,13 +287,13 @@ def validation_loss(model, windows, batch):
     return total / count
 
 
-def run(folder, dense_torch, projection_seed=0):
+def run(folder, dense_torch, projection_seed=0, dct_order="reference", dct_phase="reference"):
     with open(os.path.join(folder, "twin.json")) as f:
         start = json.load(f)
     torch.manual_seed(0)  # only APOLLO's projections draw from torch's generator (seeded per param)
     model = Llama(start)
     load_weights(model, os.path.join(folder, "init.safetensors"))
-    optimizer, label = build_optimizer(model, start, dense_torch)
+    optimizer, label = build_optimizer(model, start, dense_torch, dct_order, dct_phase)
     if optimizer is None:
         print(f"{start['recipe']}: skipped ({label})")
         return
@@ -299,6 +333,9 @@ def run(folder, dense_torch, projection_seed=0):
                   f"{math.exp(val):.2f}", flush=True)
         history.append((done, loss_sum / accum, val))
     suffix = ("-dense-torch" if dense_torch else "") + (f"-seed{projection_seed}" if projection_seed else "")
+    is_dct = "DCTAdamW" in label
+    suffix += "-dct-ascending" if is_dct and dct_order == "ascending" else ""
+    suffix += "-dct-phase-ours" if is_dct and dct_phase == "ours" else ""
     path = os.path.join(folder, f"history{suffix}.csv")
     with open(path, "w") as f:
         f.write("optimizer,step,train_loss,validation_loss,validation_perplexity\n")
@@ -319,6 +356,10 @@ def main():
     parser.add_argument("--dense", choices=["reference", "torch"], default="reference")
     parser.add_argument("--projection-seed", type=int, default=0,
                         help="shift APOLLO's per-matrix projection seeds (writes history-seedK.csv)")
+    parser.add_argument("--dct-order", choices=["reference", "ascending"], default="reference",
+                        help="DCTAdamW's selected columns in topk's order, or ascending as ours")
+    parser.add_argument("--dct-phase", choices=["reference", "ours"], default="reference",
+                        help="DCTAdamW refreshes at 1-based steps 1, T, 2T (reference) or 0, T, 2T")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -326,7 +367,8 @@ def main():
     names = args.recipes.split(",") if args.recipes else sorted(
         n for n in os.listdir(args.dir) if os.path.exists(os.path.join(args.dir, n, "twin.json")))
     for name in names:
-        run(os.path.join(args.dir, name), args.dense == "torch", args.projection_seed)
+        run(os.path.join(args.dir, name), args.dense == "torch", args.projection_seed,
+            args.dct_order, args.dct_phase)
 
 
 if __name__ == "__main__":
