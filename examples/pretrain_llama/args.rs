@@ -209,11 +209,11 @@ pub struct Preset {
     pub eval_every: usize,
 }
 
-/// `tiny` runs in minutes on a laptop CPU, `small` (d 256, 6 layers, 2,000 steps) in about an
-/// hour a recipe on one CPU core, for the orderings a longer run shows; the others are the
-/// GaLore paper's LLaMA sizes
-/// (hidden / intermediate / heads / layers, rank) with its sequence length 256 and batch 512
-/// left to the user's hardware (batch here: 64 per step, scale with --grad-accum).
+/// `tiny` runs in minutes on a laptop CPU, `small` (d 256, 6 layers, 2,000 steps) in about 40
+/// minutes a recipe on one shared CPU core, for the orderings a longer run shows; the others are
+/// the GaLore paper's LLaMA sizes (hidden / intermediate / heads / layers, rank) with its
+/// sequence length 256 and batch 512 left to the user's hardware (batch here: 64 per step,
+/// scale with --grad-accum).
 pub const PRESETS: [Preset; 6] = [
     Preset {
         name: "tiny",
