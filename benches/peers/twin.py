@@ -29,8 +29,8 @@ writes history-dense-torch.csv. `--projection-seed K` shifts APOLLO's projection
 `--dct-order ascending` makes DCTAdamW keep its selected columns in ascending index order, as
 ours does (the reference's `topk(sorted=False)` order is torch's implementation detail: on CPU
 nth_element's order below 64 x k scores and score order above, on CUDA another), and
-`--dct-phase ours` refreshes at 0-based steps 0, T, 2T, ... as ours (and galore-torch) do
-instead of DCTAdamW's 1-based steps 1, T, 2T, ...; each writes history-<suffix>.csv, to measure
+`--dct-phase ours` refreshes at 1-based steps 1, T + 1, 2T + 1, ... as ours (and galore-torch)
+do instead of DCTAdamW's 1, T, 2T, ...; each writes history-<suffix>.csv, to measure
 what each convention alone moves.
 """
 import argparse
@@ -211,7 +211,8 @@ class Quiet:
             o.zero_grad(set_to_none=True)
 
 
-def build_optimizer(model, start, dense_torch, dct_order="reference", dct_phase="reference"):
+def build_optimizer(model, start, options):
+    """The reference optimizer of `start`'s recipe, with the conventions `options` changes."""
     recipe = tomllib.loads(start["recipe_toml"])
     kind = recipe["optimizer"]
     table = dict(recipe.get(kind, {}))
@@ -248,7 +249,7 @@ def build_optimizer(model, start, dense_torch, dct_order="reference", dct_phase=
                      proj_type=table.get("proj_type", "std"))
         label, extra = "apollo_torch.APOLLOAdamW", {}
     elif kind == "frugal" and table.get("projection") == "dct" and table.get("residual") == "none":
-        DCTAdamW = load_dct_adamw(dct_order, dct_phase)
+        DCTAdamW = load_dct_adamw(options.dct_order, options.dct_phase)
         t = adam_args(table, 1e-8)
         low = DCTAdamW(projected, lr=recipe["lr"], weight_decay=t["weight_decay"],
                        rank=table["rank"], proj="dct", update_proj_gap=table["update_proj_gap"],
@@ -257,7 +258,7 @@ def build_optimizer(model, start, dense_torch, dct_order="reference", dct_phase=
     else:
         return None, f"no packaged reference for {name}"
     t = adam_args(table, 1e-6)
-    if dense_torch:
+    if options.dense == "torch":
         low = Reference([dict(params=projected, **group)], lr=recipe["lr"], **t, **extra)
         return Quiet(low, torch_adamw(dense)), label + " + torch AdamW (dense)"
     groups = [dict(params=dense), dict(params=projected, **group)]
@@ -287,22 +288,31 @@ def validation_loss(model, windows, batch):
     return total / count
 
 
-def run(folder, dense_torch, projection_seed=0, dct_order="reference", dct_phase="reference"):
+def variant_suffix(options, is_dct):
+    """The file-name suffix of a run with changed conventions ("" for the reference as it is)."""
+    suffix = "-dense-torch" if options.dense == "torch" else ""
+    suffix += f"-seed{options.projection_seed}" if options.projection_seed else ""
+    suffix += "-dct-ascending" if is_dct and options.dct_order == "ascending" else ""
+    suffix += "-dct-phase-ours" if is_dct and options.dct_phase == "ours" else ""
+    return suffix
+
+
+def run(folder, options):
     with open(os.path.join(folder, "twin.json")) as f:
         start = json.load(f)
     torch.manual_seed(0)  # only APOLLO's projections draw from torch's generator (seeded per param)
     model = Llama(start)
     load_weights(model, os.path.join(folder, "init.safetensors"))
-    optimizer, label = build_optimizer(model, start, dense_torch, dct_order, dct_phase)
+    optimizer, label = build_optimizer(model, start, options)
     if optimizer is None:
         print(f"{start['recipe']}: skipped ({label})")
         return
-    if projection_seed:
+    if options.projection_seed:
         # APOLLO seeds each matrix's projections with its parameter index: shift them all, to see
         # how far the reference itself moves with other random projections.
         for state in getattr(optimizer, "state", {}).values():
             if "seed" in state:
-                state["seed"] += projection_seed
+                state["seed"] += options.projection_seed
     with open(start["data"], "rb") as f:
         tokens = list(f.read())
     train, validation = tokens[:start["train_tokens"]], tokens[start["train_tokens"]:]
@@ -332,10 +342,7 @@ def run(folder, dense_torch, projection_seed=0, dct_order="reference", dct_phase
             print(f"{start['recipe']:>12} (PyTorch) step {done:>5}: validation perplexity "
                   f"{math.exp(val):.2f}", flush=True)
         history.append((done, loss_sum / accum, val))
-    suffix = ("-dense-torch" if dense_torch else "") + (f"-seed{projection_seed}" if projection_seed else "")
-    is_dct = "DCTAdamW" in label
-    suffix += "-dct-ascending" if is_dct and dct_order == "ascending" else ""
-    suffix += "-dct-phase-ours" if is_dct and dct_phase == "ours" else ""
+    suffix = variant_suffix(options, is_dct="DCTAdamW" in label)
     path = os.path.join(folder, f"history{suffix}.csv")
     with open(path, "w") as f:
         f.write("optimizer,step,train_loss,validation_loss,validation_perplexity\n")
@@ -343,7 +350,7 @@ def run(folder, dense_torch, projection_seed=0, dct_order="reference", dct_phase
             v, p = ("", "") if val is None else (f"{val:.5f}", f"{math.exp(val):.3f}")
             f.write(f"{start['recipe']},{step},{loss:.7f},{v},{p}\n")
     with open(os.path.join(folder, f"twin_summary{suffix}.json"), "w") as f:
-        json.dump(dict(recipe=start["recipe"], optimizer=label, dense="torch" if dense_torch else "reference",
+        json.dump(dict(recipe=start["recipe"], optimizer=label, dense=options.dense,
                        initial_validation_loss=history[0][2], seconds=time.time() - began), f)
     print(f"{start['recipe']}: {label}, final validation perplexity "
           f"{math.exp(history[-1][2]):.2f}; wrote {path}")
@@ -359,7 +366,8 @@ def main():
     parser.add_argument("--dct-order", choices=["reference", "ascending"], default="reference",
                         help="DCTAdamW's selected columns in topk's order, or ascending as ours")
     parser.add_argument("--dct-phase", choices=["reference", "ours"], default="reference",
-                        help="DCTAdamW refreshes at 1-based steps 1, T, 2T (reference) or 0, T, 2T")
+                        help="DCTAdamW refreshes at 1-based steps 1, T, 2T, ... (reference) or 1, T + 1, "
+                             "2T + 1, ... (ours)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -367,8 +375,7 @@ def main():
     names = args.recipes.split(",") if args.recipes else sorted(
         n for n in os.listdir(args.dir) if os.path.exists(os.path.join(args.dir, n, "twin.json")))
     for name in names:
-        run(os.path.join(args.dir, name), args.dense == "torch", args.projection_seed,
-            args.dct_order, args.dct_phase)
+        run(os.path.join(args.dir, name), args)
 
 
 if __name__ == "__main__":
