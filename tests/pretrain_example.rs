@@ -577,8 +577,27 @@ fn seeds_average_and_the_best_finite_lr_wins() {
     );
     assert_eq!(compare::seeds(&args), vec![5, 6, 7]);
     assert_eq!(compare::lr_candidates(&args, 0.03), vec![0.01, 0.03, 0.09]);
+    assert_eq!(
+        compare::lr_candidates(&args, 0.001),
+        vec![0.000333, 0.001, 0.003]
+    );
     let grid = small_run(std::path::Path::new("/tmp"), &["--lr-grid", "0.001,0.002"]);
     assert_eq!(compare::lr_candidates(&grid, 0.03), vec![0.001, 0.002]);
+    // A best on the edge of what was tried asks for one grid step beyond it; inside, nothing.
+    let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12 * b);
+    let high = [(0.01, Some(2.0)), (0.03, Some(1.5)), (0.09, Some(1.2))];
+    assert!(close(compare::beyond_edge(&high), 0.27));
+    let low = [(0.03, Some(1.5)), (0.01, Some(1.0))];
+    assert!(close(compare::beyond_edge(&low), 0.00333));
+    let inside = [(0.01, Some(2.0)), (0.03, Some(1.5)), (0.09, Some(1.7))];
+    assert_eq!(compare::beyond_edge(&inside), None);
+    let diverged_above = [(0.01, Some(2.0)), (0.03, Some(1.5)), (0.09, None)];
+    assert_eq!(compare::beyond_edge(&diverged_above), None);
+    assert_eq!(compare::beyond_edge(&[(0.01, Some(1.0))]), None);
+    assert_eq!(
+        compare::beyond_edge(&[(0.3, Some(2.0)), (0.9, Some(1.0))]),
+        None
+    );
     // The twin comparison counts the leading steps that agree.
     let (within, early) = report::agreement(&[2.0, 1.5, 1.2], &[2.0, 1.50001, 1.3], 1e-4, 10);
     assert_eq!(within, 2);

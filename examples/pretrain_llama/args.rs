@@ -134,6 +134,10 @@ pub struct Args {
     /// Fraction of --steps each --tune-lr run trains (its schedule compressed to that length).
     #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
     pub tune_fraction: f64,
+    /// How many more lrs --tune-lr may try beyond the grid's edge while the best is on it (each
+    /// one grid step further: x 3 beyond the default grid).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub tune_extend: usize,
 }
 
 impl Args {

@@ -42,6 +42,10 @@ pub struct Tuning {
     /// `(lr, final validation loss)` of each candidate; `None`: the run diverged.
     pub tried: Vec<(f64, Option<f64>)>,
     pub best: f64,
+    /// The best lr is still the smallest or largest tried (after `--tune-extend` steps beyond the
+    /// grid): the true best may lie further out.
+    #[serde(default)]
+    pub on_edge: bool,
 }
 
 /// The candidate with the lowest final validation loss (diverged runs lose to any finite one);
@@ -54,13 +58,37 @@ pub fn best_lr(tried: &[(f64, Option<f64>)]) -> Option<f64> {
         .map(|(lr, _)| lr)
 }
 
+/// The lr to try next when the best of `tried` is the smallest or largest tried (a best on the
+/// edge of the grid is not known to be best): one more step beyond it, by the ratio between it
+/// and its neighbour in the grid. `None` when the best is inside the grid, nothing converged,
+/// fewer than two lrs were tried, or the next would exceed 1 (the largest lr a run takes).
+pub fn beyond_edge(tried: &[(f64, Option<f64>)]) -> Option<f64> {
+    let best = best_lr(tried)?;
+    let mut lrs: Vec<f64> = tried.iter().map(|&(lr, _)| lr).collect();
+    lrs.sort_by(f64::total_cmp);
+    lrs.dedup();
+    let beyond = match lrs.as_slice() {
+        [low, next, ..] if best == *low => low * low / next,
+        [.., before, high] if best == *high => high * high / before,
+        _ => return None,
+    };
+    Some(three_digits(beyond)).filter(|&lr| lr <= 1.0)
+}
+
 /// The learning rates to try for a recipe whose own is `lr`: `--lr-grid`, else `lr x {1/3, 1, 3}`.
 pub fn lr_candidates(args: &Args, lr: f64) -> Vec<f64> {
     if args.lr_grid.is_empty() {
-        vec![lr / 3.0, lr, lr * 3.0]
+        vec![three_digits(lr / 3.0), lr, three_digits(lr * 3.0)]
     } else {
         args.lr_grid.clone()
     }
+}
+
+/// `x` to three significant digits: the lrs a search generates read as `0.00333`, not
+/// `0.0033333333333333335` or `0.026999999999999996`, in file names and tables.
+fn three_digits(x: f64) -> f64 {
+    let scale = 10f64.powi(2 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
 }
 
 /// The seeds of the comparison: `--seed`, `--seed + 1`, ... (`--seeds` of them).
@@ -187,12 +215,17 @@ pub fn compare(args: &Args) -> Result<bool, String> {
     Ok(!args.check_loss_falls || train::losses_fell(&all))
 }
 
-/// Tries each candidate learning rate on the first seed for `steps` steps; the runs go to
+/// Tries each candidate learning rate on the first seed for `steps` steps, then up to
+/// `--tune-extend` more beyond the grid's edge while the best sits on it; the runs go to
 /// `<out>/tune/lr-<lr>/`.
 fn tune(args: &Args, entry: &Entry, steps: usize) -> Result<Tuning, String> {
     let lr = args.lr.unwrap_or(entry.recipe.lr);
     let mut tried = Vec::new();
-    for candidate in lr_candidates(args, lr) {
+    let mut candidates = lr_candidates(args, lr);
+    let grid_len = candidates.len();
+    let mut next = 0;
+    while let Some(&candidate) = candidates.get(next) {
+        next += 1;
         let out = args.out.join("tune").join(format!("lr-{candidate:e}"));
         let extra = [
             "--seed".to_string(),
@@ -215,18 +248,29 @@ fn tune(args: &Args, entry: &Entry, steps: usize) -> Result<Tuning, String> {
             None
         };
         tried.push((candidate, loss));
+        if next == candidates.len() && candidates.len() < grid_len + args.tune_extend {
+            candidates.extend(beyond_edge(&tried));
+        }
     }
+    tried.sort_by(|a, b| a.0.total_cmp(&b.0));
     let best = best_lr(&tried)
         .ok_or_else(|| format!("{}: every learning rate tried diverged", entry.recipe.name))?;
+    let on_edge = beyond_edge(&tried).is_some();
+    let tried_lrs: Vec<f64> = tried.iter().map(|t| t.0).collect();
     eprintln!(
-        "{}: tuned lr {best} (of {:?})",
+        "{}: tuned lr {best} (of {tried_lrs:?}){}",
         entry.recipe.name,
-        lr_candidates(args, lr)
+        if on_edge {
+            ", the edge of what was tried"
+        } else {
+            ""
+        }
     );
     Ok(Tuning {
         name: entry.recipe.name.clone(),
         tried,
         best,
+        on_edge,
     })
 }
 
@@ -258,11 +302,12 @@ fn run_child(entry: &Entry, out: &Path, extra: &[String]) -> Result<bool, String
 
 /// This program's options for a child run, without those that belong to the comparison.
 fn passthrough_args() -> Vec<String> {
-    const WITH_VALUE: [&str; 7] = [
+    const WITH_VALUE: [&str; 8] = [
         "--moments",
         "--seeds",
         "--lr-grid",
         "--tune-fraction",
+        "--tune-extend",
         "--twins",
         "--export-twin",
         "--out",

@@ -202,8 +202,9 @@ pub fn tuning_table(tunings: &[crate::compare::Tuning]) -> String {
                 None => format!("{lr}: diverged"),
             })
             .collect();
+        let edge = if t.on_edge { " (edge)" } else { "" };
         md.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {}{edge} |\n",
             t.name,
             tried.join(", "),
             t.best
