@@ -255,16 +255,16 @@ fn tune(args: &Args, entry: &Entry, steps: usize) -> Result<Tuning, String> {
     tried.sort_by(|a, b| a.0.total_cmp(&b.0));
     let best = best_lr(&tried)
         .ok_or_else(|| format!("{}: every learning rate tried diverged", entry.recipe.name))?;
-    let on_edge = beyond_edge(&tried).is_some();
+    let on_edge = tried.len() > 1 && [tried[0].0, tried[tried.len() - 1].0].contains(&best);
     let tried_lrs: Vec<f64> = tried.iter().map(|t| t.0).collect();
+    let edge = if on_edge {
+        ", the edge of what was tried"
+    } else {
+        ""
+    };
     eprintln!(
-        "{}: tuned lr {best} (of {tried_lrs:?}){}",
-        entry.recipe.name,
-        if on_edge {
-            ", the edge of what was tried"
-        } else {
-            ""
-        }
+        "{}: tuned lr {best} (of {tried_lrs:?}){edge}",
+        entry.recipe.name
     );
     Ok(Tuning {
         name: entry.recipe.name.clone(),
