@@ -58,21 +58,27 @@ pub fn best_lr(tried: &[(f64, Option<f64>)]) -> Option<f64> {
         .map(|(lr, _)| lr)
 }
 
-/// The lr to try next when the best of `tried` is the smallest or largest tried (a best on the
-/// edge of the grid is not known to be best): one more step beyond it, by the ratio between it
-/// and its neighbour in the grid. `None` when the best is inside the grid, nothing converged,
-/// fewer than two lrs were tried, or the next would exceed 1 (the largest lr a run takes).
-pub fn beyond_edge(tried: &[(f64, Option<f64>)]) -> Option<f64> {
+/// When the best of `tried` is the smallest or largest lr tried (a best on the edge of the grid
+/// is not known to be best): that lr and its neighbour in the grid. `None` when the best is
+/// inside the grid, nothing converged, or fewer than two lrs were tried.
+fn best_on_edge(tried: &[(f64, Option<f64>)]) -> Option<(f64, f64)> {
     let best = best_lr(tried)?;
     let mut lrs: Vec<f64> = tried.iter().map(|&(lr, _)| lr).collect();
     lrs.sort_by(f64::total_cmp);
     lrs.dedup();
-    let beyond = match lrs.as_slice() {
-        [low, next, ..] if best == *low => low * low / next,
-        [.., before, high] if best == *high => high * high / before,
-        _ => return None,
-    };
-    Some(three_digits(beyond)).filter(|&lr| lr <= 1.0)
+    match lrs.as_slice() {
+        [low, next, ..] if best == *low => Some((*low, *next)),
+        [.., before, high] if best == *high => Some((*high, *before)),
+        _ => None,
+    }
+}
+
+/// The lr to try next when the best of `tried` is on the edge of what was tried: one more step
+/// beyond it, by the ratio between it and its neighbour in the grid. `None` when the best is not
+/// on the edge (see [`best_on_edge`]) or the next would exceed 1 (the largest lr a run takes).
+pub fn beyond_edge(tried: &[(f64, Option<f64>)]) -> Option<f64> {
+    let (edge, neighbour) = best_on_edge(tried)?;
+    Some(three_digits(edge * edge / neighbour)).filter(|&lr| lr <= 1.0)
 }
 
 /// The learning rates to try for a recipe whose own is `lr`: `--lr-grid`, else `lr x {1/3, 1, 3}`.
@@ -221,41 +227,19 @@ pub fn compare(args: &Args) -> Result<bool, String> {
 fn tune(args: &Args, entry: &Entry, steps: usize) -> Result<Tuning, String> {
     let lr = args.lr.unwrap_or(entry.recipe.lr);
     let mut tried = Vec::new();
-    let mut candidates = lr_candidates(args, lr);
-    let grid_len = candidates.len();
-    let mut next = 0;
-    while let Some(&candidate) = candidates.get(next) {
-        next += 1;
-        let out = args.out.join("tune").join(format!("lr-{candidate:e}"));
-        let extra = [
-            "--seed".to_string(),
-            args.seed.to_string(),
-            "--lr".into(),
-            candidate.to_string(),
-            "--steps".into(),
-            steps.to_string(),
-            "--eval-every".into(),
-            steps.to_string(),
-        ];
-        let loss = if run_child(entry, &out, &extra)? {
-            let summary = read_summary(&out, &entry.recipe.name)?;
-            summary.validation.last().map(|v| v.1)
-        } else {
-            eprintln!(
-                "note: {} at lr {candidate}: the run diverged",
-                entry.recipe.name
-            );
-            None
+    for candidate in lr_candidates(args, lr) {
+        tried.push((candidate, try_lr(args, entry, steps, candidate)?));
+    }
+    for _ in 0..args.tune_extend {
+        let Some(candidate) = beyond_edge(&tried) else {
+            break;
         };
-        tried.push((candidate, loss));
-        if next == candidates.len() && candidates.len() < grid_len + args.tune_extend {
-            candidates.extend(beyond_edge(&tried));
-        }
+        tried.push((candidate, try_lr(args, entry, steps, candidate)?));
     }
     tried.sort_by(|a, b| a.0.total_cmp(&b.0));
     let best = best_lr(&tried)
         .ok_or_else(|| format!("{}: every learning rate tried diverged", entry.recipe.name))?;
-    let on_edge = tried.len() > 1 && [tried[0].0, tried[tried.len() - 1].0].contains(&best);
+    let on_edge = best_on_edge(&tried).is_some();
     let tried_lrs: Vec<f64> = tried.iter().map(|t| t.0).collect();
     let edge = if on_edge {
         ", the edge of what was tried"
@@ -272,6 +256,29 @@ fn tune(args: &Args, entry: &Entry, steps: usize) -> Result<Tuning, String> {
         best,
         on_edge,
     })
+}
+
+/// One `--tune-lr` run of `entry` at `lr` for `steps` steps on the first seed, in
+/// `<out>/tune/lr-<lr>/`: its final validation loss, `None` when it diverged.
+fn try_lr(args: &Args, entry: &Entry, steps: usize, lr: f64) -> Result<Option<f64>, String> {
+    let out = args.out.join("tune").join(format!("lr-{lr:e}"));
+    let extra = [
+        "--seed".to_string(),
+        args.seed.to_string(),
+        "--lr".into(),
+        lr.to_string(),
+        "--steps".into(),
+        steps.to_string(),
+        "--eval-every".into(),
+        steps.to_string(),
+    ];
+    if run_child(entry, &out, &extra)? {
+        let summary = read_summary(&out, &entry.recipe.name)?;
+        Ok(summary.validation.last().map(|v| v.1))
+    } else {
+        eprintln!("note: {} at lr {lr}: the run diverged", entry.recipe.name);
+        Ok(None)
+    }
 }
 
 /// Runs one recipe in a child process writing to `out`, with this program's options and
