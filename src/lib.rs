@@ -14,8 +14,9 @@
 //!   projection (APOLLO, and APOLLO-Mini at rank 1).
 //! - [`switchlora`]: SwitchLoRA, low-rank adapters whose vectors are switched with candidates,
 //!   as a Burn module plus an optimizer with per-vector step counters.
-//! - [`optim`]: the optimizers above, each a small update rule run by one shared
-//!   [`SubspaceOptimizer`](optim::SubspaceOptimizer).
+//! - [`optim`]: GaLore, Fira, FRUGAL and APOLLO, each a small update rule run by one shared
+//!   [`SubspaceOptimizer`](optim::SubspaceOptimizer); and `DenseAdamW`, AdamW with quantizable
+//!   moments for the parameters kept dense.
 //! - [`projection`]: the subspace manager every projected optimizer shares (side, basis by exact
 //!   or randomized SVD, DCT columns, random matrices or coordinates, refresh schedule and
 //!   adaptive gap, what happens to the moments at a refresh).
@@ -71,7 +72,6 @@ mod rng;
 mod setters;
 mod skip;
 pub mod switchlora;
-mod table;
 
 pub use error::{Error, Result};
 pub use groups::{MatrixOptimizer, ParamInfo, ParamRole, Router};

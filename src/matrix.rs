@@ -5,8 +5,6 @@
 
 use burn::tensor::Tensor;
 
-use crate::adam::Moments;
-
 /// `tensor` as a matrix, when it is a non-empty rank-2 tensor.
 pub(crate) fn as_matrix<const D: usize>(tensor: &Tensor<D>) -> Option<Tensor<2>> {
     let dims = tensor.dims();
@@ -23,16 +21,6 @@ pub(crate) fn cast_rank<const A: usize, const B: usize>(tensor: Tensor<A>) -> Te
     let mut shape = [0usize; B];
     shape.copy_from_slice(&dims);
     tensor.reshape(shape)
-}
-
-/// [`cast_rank`] for both moments.
-pub(crate) fn cast_moments<const A: usize, const B: usize>(moments: Moments<A>) -> Moments<B> {
-    Moments {
-        first: cast_rank(moments.first),
-        second: cast_rank(moments.second),
-        step: moments.step,
-        skipped: moments.skipped,
-    }
 }
 
 /// Whether every entry of `tensor` is finite (one device synchronization).

@@ -2,11 +2,9 @@
 //!
 //! A read drains the device's queue and stalls the host until the value arrives, so on a GPU a
 //! read per parameter per step costs more than the step's arithmetic. The optimizers read only
-//! at a refresh (the exact SVD runs on the host; the bytes each kind moves are in
-//! [`SubspaceManager::refresh_readback_bytes`](crate::projection::SubspaceManager::refresh_readback_bytes)),
-//! on first sight of a parameter, for global-norm clipping and for checkpoints; between
-//! refreshes a step on a non-CPU backend reads nothing. All of them go through this module, so
-//! [`reads`] can count them.
+//! at a refresh (the exact SVD runs on the host), on first sight of a parameter, for
+//! global-norm clipping and for checkpoints; between refreshes a step on a non-CPU backend
+//! reads nothing. All of them go through this module, so [`reads`] can count them.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};

@@ -40,10 +40,12 @@
 //! model too: build the routed linears from [`Recipe::adapter`] and the optimizer with
 //! [`Recipe::build_with_switcher`].
 //!
-//! A subspace optimizer joins the recipes by implementing [`RecipeTable`] beside its config
+//! A subspace optimizer joins the recipes by implementing [`RecipeTable`] (in `tables.rs`)
 //! and taking one line in the registry below.
 
 mod file;
+mod table;
+mod tables;
 
 use std::path::Path;
 
@@ -57,9 +59,8 @@ use crate::memory::MemoryReport;
 use crate::optim::{ApolloConfig, DenseOptimizer, FiraConfig, FrugalConfig, GaLoreConfig};
 use crate::quant::MomentPrecision;
 use crate::switchlora::{Adapter, AdapterFootprint, SwitchLoraConfig, Switcher};
-use crate::table;
-pub use crate::table::{RecipeTable, Routed, Table};
 pub use file::DenseSection;
+pub use table::{RecipeTable, Routed, Table};
 
 type Reader = fn(&Table) -> Result<Box<dyn Routed>>;
 

@@ -9,11 +9,10 @@
 //! it on the device ([`Moments::at_step`]), and the next read the host makes anyway (at a
 //! refresh) folds it back into the host counts and logs the warning.
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
 
 use crate::adam::Moments;
-use crate::projection::{Basis, Subspace};
-use crate::quant::StoredMoments;
+use crate::adam::StoredMoments;
 
 /// Whether the gradient of this step was finite.
 #[derive(Clone, Debug)]
@@ -84,33 +83,15 @@ impl Verdict {
         }
     }
 
-    /// [`keep`](Self::keep) for a subspace refreshed on the device (DCT columns): the old
-    /// columns where the gradient was not finite. The host's schedule fields stay new (a
-    /// skipped refresh still counts as one).
-    pub(crate) fn keep_subspace(&self, new: Subspace, old: &Subspace) -> Subspace {
-        let Verdict::OnDevice(finite) = self else {
-            return new;
-        };
-        let pick = |new: Option<Basis>, old: &Option<Basis>| match (new, old) {
-            (
-                Some(Basis::Dct { indices, len }),
-                Some(Basis::Dct {
-                    indices: old_indices,
-                    ..
-                }),
-            ) => {
-                let mask = not_finite(finite, indices.dims());
-                Some(Basis::Dct {
-                    indices: indices.mask_where(mask, old_indices.clone()),
-                    len,
-                })
-            }
-            (new, _) => new,
-        };
-        Subspace {
-            left: pick(new.left, &old.left),
-            right: pick(new.right, &old.right),
-            ..new
+    /// [`keep`](Self::keep) for integer values (a DCT basis' column indices).
+    pub(crate) fn keep_int<const D: usize>(
+        &self,
+        new: Tensor<D, Int>,
+        old: Tensor<D, Int>,
+    ) -> Tensor<D, Int> {
+        match self {
+            Verdict::Finite => new,
+            Verdict::OnDevice(finite) => new.mask_where(not_finite(finite, old.dims()), old),
         }
     }
 

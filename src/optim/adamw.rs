@@ -6,10 +6,10 @@ use burn::config::Config;
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
+use crate::adam::StoredMoments;
 use crate::adam::{decay, one_minus_power, AdamParams, Moments};
 use crate::matrix::{assert_state_fits, log_skip};
 use crate::memory::StateFootprint;
-use crate::quant::StoredMoments;
 use crate::setters::adam_setters;
 use crate::skip::Verdict;
 use crate::{RecordState, StateSink, StateSource};

@@ -2,7 +2,6 @@
 //! a low-rank Adam state estimates from a random projection.
 
 use burn::config::Config;
-use serde::Deserialize;
 
 use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
@@ -10,7 +9,6 @@ use crate::adam::AdamParams;
 use crate::error::check;
 use crate::projection::{ProjectionMethod, SubspaceConfig};
 use crate::setters::subspace_config;
-use crate::table::{RecipeTable, Routed, Table};
 
 /// [`Apollo`] configuration. Defaults are the reference's (`apollo-torch` 1.0.3 `APOLLOAdamW`
 /// with its README's APOLLO settings): seeded Gaussian projection refreshed every 200 steps,
@@ -158,38 +156,5 @@ impl SubspaceRule for ApolloRule {
             moments,
             limiter,
         }
-    }
-}
-
-/// The `[apollo]` keys besides the subspace and Adam ones.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApolloKeys {
-    scale: Option<f32>,
-    gamma: Option<f32>,
-    scaling: Option<String>,
-    scale_front: Option<bool>,
-    limiter: Option<bool>,
-}
-
-impl RecipeTable for ApolloConfig {
-    const NAME: &'static str = "apollo";
-
-    fn from_table(table: &Table) -> crate::Result<Self> {
-        let mut c = ApolloConfig::new();
-        table.apply_shared(&mut c.subspace, &mut c.adam)?;
-        let own: ApolloKeys = table.own()?;
-        c.scale = own.scale.unwrap_or(c.scale);
-        c.gamma = own.gamma.unwrap_or(c.gamma);
-        if let Some(v) = &own.scaling {
-            c.scaling = ScaleGranularity::from_key(v)?;
-        }
-        c.scale_front = own.scale_front.unwrap_or(c.scale_front);
-        c.limiter = own.limiter.unwrap_or(c.limiter);
-        Ok(c)
-    }
-
-    fn routed(&self) -> crate::Result<Box<dyn Routed>> {
-        Ok(Box::new(self.build()?))
     }
 }

@@ -1,7 +1,6 @@
 //! Fira: GaLore plus a full-rank update from the residual the projection discards.
 
 use burn::config::Config;
-use serde::Deserialize;
 
 use super::scaling::{channel_axis, limit, norm_ratio, squared_norms, ScaleGranularity};
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
@@ -9,7 +8,6 @@ use crate::adam::AdamParams;
 use crate::error::check;
 use crate::projection::SubspaceConfig;
 use crate::setters::subspace_config;
-use crate::table::{RecipeTable, Routed, Table};
 
 /// [`Fira`] configuration. Defaults are the reference's (`fira` 1.0.2 `FiraAdamW`).
 ///
@@ -154,34 +152,5 @@ impl SubspaceRule for FiraRule {
             moments,
             limiter: Some(limited),
         }
-    }
-}
-
-/// The `[fira]` keys besides the subspace and Adam ones.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FiraKeys {
-    scale: Option<f32>,
-    gamma: Option<f32>,
-    scaling: Option<String>,
-}
-
-impl RecipeTable for FiraConfig {
-    const NAME: &'static str = "fira";
-
-    fn from_table(table: &Table) -> crate::Result<Self> {
-        let mut c = FiraConfig::new();
-        table.apply_shared(&mut c.subspace, &mut c.adam)?;
-        let own: FiraKeys = table.own()?;
-        c.scale = own.scale.unwrap_or(c.scale);
-        c.gamma = own.gamma.unwrap_or(c.gamma);
-        if let Some(v) = &own.scaling {
-            c.scaling = ScaleGranularity::from_key(v)?;
-        }
-        Ok(c)
-    }
-
-    fn routed(&self) -> crate::Result<Box<dyn Routed>> {
-        Ok(Box::new(self.build()?))
     }
 }

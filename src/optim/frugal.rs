@@ -2,7 +2,6 @@
 
 use burn::config::Config;
 use burn::tensor::Tensor;
-use serde::Deserialize;
 
 use super::subspace::{
     DenseUpdate, MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, WeightDecay,
@@ -12,7 +11,6 @@ use crate::error::{check, Error};
 use crate::matrix::fast_sign;
 use crate::projection::{MomentPolicy, ProjectionMethod, SubspaceConfig};
 use crate::setters::subspace_config;
-use crate::table::{variant, RecipeTable, Routed, Table};
 
 /// The update FRUGAL gives the part of the gradient outside the state-full subspace.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -197,42 +195,5 @@ impl SubspaceRule for FrugalRule {
             Residual::Sgd => Some(grad.mul_scalar(lr_free)),
             Residual::None => None,
         }
-    }
-}
-
-/// The `[frugal]` keys besides the subspace and Adam ones.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FrugalKeys {
-    rho: Option<f32>,
-    residual: Option<String>,
-    proj_lr_scale: Option<f32>,
-    inactive_lr_scale: Option<f32>,
-}
-
-impl RecipeTable for FrugalConfig {
-    const NAME: &'static str = "frugal";
-
-    /// A `rank` without `rho` fixes the rank of every matrix instead of the density.
-    fn from_table(table: &Table) -> crate::Result<Self> {
-        let mut c = FrugalConfig::new();
-        table.apply_shared(&mut c.subspace, &mut c.adam)?;
-        let own: FrugalKeys = table.own()?;
-        if table.has("rank") {
-            c.subspace.density = None;
-        }
-        if let Some(rho) = own.rho {
-            c.subspace.density = Some(rho);
-        }
-        if let Some(v) = &own.residual {
-            c.residual = variant("residual", v, "one of sign_sgd, sgd, none")?;
-        }
-        c.proj_lr_scale = own.proj_lr_scale.unwrap_or(c.proj_lr_scale);
-        c.inactive_lr_scale = own.inactive_lr_scale.unwrap_or(c.inactive_lr_scale);
-        Ok(c)
-    }
-
-    fn routed(&self) -> crate::Result<Box<dyn Routed>> {
-        Ok(Box::new(self.build()?))
     }
 }

@@ -1,14 +1,12 @@
 //! GaLore: Adam in a low-rank gradient subspace.
 
 use burn::config::Config;
-use serde::Deserialize;
 
 use super::subspace::{MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule};
 use crate::adam::AdamParams;
 use crate::error::check;
 use crate::projection::SubspaceConfig;
 use crate::setters::subspace_config;
-use crate::table::{RecipeTable, Routed, Table};
 
 /// [`GaLore`] configuration. Defaults are the reference's (`galore-torch` 1.0 `GaLoreAdamW`).
 ///
@@ -95,28 +93,5 @@ impl SubspaceRule for GaLoreRule {
             moments,
             limiter: None,
         }
-    }
-}
-
-/// The `[galore]` keys besides the subspace and Adam ones.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GaLoreKeys {
-    scale: Option<f32>,
-}
-
-impl RecipeTable for GaLoreConfig {
-    const NAME: &'static str = "galore";
-
-    fn from_table(table: &Table) -> crate::Result<Self> {
-        let mut c = GaLoreConfig::new();
-        table.apply_shared(&mut c.subspace, &mut c.adam)?;
-        let own: GaLoreKeys = table.own()?;
-        c.scale = own.scale.unwrap_or(c.scale);
-        Ok(c)
-    }
-
-    fn routed(&self) -> crate::Result<Box<dyn Routed>> {
-        Ok(Box::new(self.build()?))
     }
 }

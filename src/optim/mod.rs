@@ -1,7 +1,8 @@
 //! The subspace optimizers, each a [`SubspaceRule`] run by the one [`SubspaceOptimizer`].
 //!
 //! One file per optimizer: its documented `Config` (defaults, paper link, `build()` for the
-//! bare optimizer and `init()` for a `ModuleOptimizer`), its rule, and its recipe table.
+//! bare optimizer and `init()` for a `ModuleOptimizer`) and its rule. How a recipe reads each
+//! config is [`recipe`](crate::recipe)'s.
 //!
 //! - [`galore`]: Adam on the projected gradient, projected back.
 //! - [`fira`]: GaLore plus the scaled, growth-limited residual.

@@ -22,19 +22,6 @@ pub enum ScaleGranularity {
     Tensor,
 }
 
-impl ScaleGranularity {
-    /// The value of a recipe's `scaling` key: `channel` (or `column`), `tensor` (or `matrix`).
-    pub(crate) fn from_key(value: &str) -> crate::Result<Self> {
-        let value = match value {
-            "column" => "channel",
-            "matrix" => "tensor",
-            other => other,
-        };
-        let expected = "one of channel (column), tensor (matrix)";
-        crate::table::variant("scaling", value, expected)
-    }
-}
-
 /// Added to the denominator of every norm ratio, as the reference code does.
 const RATIO_EPS: f32 = 1e-8;
 

@@ -10,13 +10,13 @@
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
+use crate::adam::StoredMoments;
 use crate::adam::{decay, AdamParams, Moments};
 use crate::error::{Error, Result};
 use crate::groups::MatrixOptimizer;
 use crate::matrix::{as_matrix, assert_state_fits, cast_rank, is_matrix_shape, log_skip};
 use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
-use crate::quant::StoredMoments;
 use crate::skip::Verdict;
 use crate::{RecordState, StateSink, StateSource};
 
@@ -347,7 +347,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
                 return (None, state);
             }
         };
-        let subspace = verdict.keep_subspace(prepared.subspace.clone(), &previous);
+        let subspace = prepared.subspace.clone().kept(&verdict, &previous);
         let update = self.rule.matrix(
             lr,
             MatrixStep {

@@ -2,9 +2,10 @@
 //!
 //! A subspace keeps only what its kind needs: dense orthonormal columns for SVD bases, `r`
 //! indices into a shared DCT matrix, `r` coordinates for FRUGAL's column/row subsets, and a seed
-//! for random Gaussian matrices (APOLLO). Optimizers only ever call [`Basis::mul`] and
-//! [`Basis::mul_t`] (through [`Subspace`](super::Subspace)), so every kind works with every
-//! optimizer.
+//! for random Gaussian matrices (APOLLO). Optimizers reach a basis only through
+//! [`Subspace::project`](super::Subspace::project) and
+//! [`Subspace::project_back`](super::Subspace::project_back) (and ask whether it is
+//! orthonormal), so every kind works with every optimizer.
 
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 

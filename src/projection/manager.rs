@@ -251,37 +251,6 @@ impl SubspaceManager {
         4 * rank * (usize::from(side.has_left()) * m + usize::from(side.has_right()) * n)
     }
 
-    /// Bytes one refresh of an `m x n` matrix reads back to the host on a GPU backend (each
-    /// [`readback`](crate::readback) read): the one-byte finiteness flag, plus for an exact SVD
-    /// the `f32` gradient; for a randomized SVD its `n x (r + p)` sketch per power iteration
-    /// (and `G V`, `m x r`, when both sides are projected; the projected side's length for one
-    /// side); for DCT scored on the host (`DctScoring::Fft`) the gradient and a flag, scored on
-    /// the device nothing more. Gaussian, random orthonormal and coordinate bases are drawn on
-    /// the host from a seed and uploaded. A refresh after a skipped update also reads the
-    /// four-byte skip counter.
-    pub fn refresh_readback_bytes(&self, [m, n]: [usize; 2]) -> usize {
-        let side = self.config.proj_type.side(m, n);
-        let rank = self.effective_rank([m, n]);
-        let flag = 1;
-        let sketch = |len: usize, other: usize| {
-            let width = (rank + self.config.oversample).min(len.min(other));
-            4 * self.config.power_iters.max(1) * len * width
-        };
-        flag + match self.config.projection {
-            ProjectionMethod::Svd => 4 * m * n,
-            ProjectionMethod::Randomized => match side {
-                Side::Left => sketch(m, n),
-                Side::Right => sketch(n, m),
-                Side::Both => sketch(n, m) + 4 * m * rank,
-            },
-            ProjectionMethod::Dct => match self.config.dct_scoring {
-                DctScoring::Fft => 4 * m * n + flag,
-                _ => 0,
-            },
-            _ => 0,
-        }
-    }
-
     /// The seed of a matrix's random basis at its current refresh.
     fn basis_seed(&self, subspace: &Subspace, side: u64) -> u64 {
         let matrix = mix_seed(self.config.seed, subspace.ordinal as u64);

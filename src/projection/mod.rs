@@ -35,6 +35,7 @@ pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMat
 use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 
+use crate::skip::Verdict;
 use crate::{RecordState, StateSink, StateSource};
 
 /// Which dimension of each layer is projected: the reference's `proj_type`, meaning what it
@@ -321,6 +322,30 @@ impl Subspace {
         Self {
             left: self.left.map(|b| b.to_device(device)),
             right: self.right.map(|b| b.to_device(device)),
+            ..self
+        }
+    }
+
+    /// This subspace, refreshed on the device (DCT columns), where the step's gradient was
+    /// finite, and `old`'s columns where it was not ([`Verdict::keep`]). The schedule fields
+    /// stay new (a skipped refresh still counts as one).
+    pub(crate) fn kept(self, verdict: &Verdict, old: &Subspace) -> Subspace {
+        let pick = |new: Option<Basis>, old: &Option<Basis>| match (new, old) {
+            (
+                Some(Basis::Dct { indices, len }),
+                Some(Basis::Dct {
+                    indices: old_indices,
+                    ..
+                }),
+            ) => Some(Basis::Dct {
+                indices: verdict.keep_int(indices, old_indices.clone()),
+                len,
+            }),
+            (new, _) => new,
+        };
+        Subspace {
+            left: pick(self.left, &old.left),
+            right: pick(self.right, &old.right),
             ..self
         }
     }

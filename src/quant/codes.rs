@@ -6,33 +6,8 @@
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 
 use super::host;
-use super::maps::CodeMap;
+use super::maps::{CodeMap, Normalization};
 use crate::matrix::is_host_device;
-
-/// How a quantized tensor is normalized before its values are looked up in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Normalization {
-    /// One absmax per run of this many consecutive elements (row-major).
-    Blocks(usize),
-    /// Rank-1 normalization of a `rows x cols` matrix (Li et al., 2023): entry `(i, j)` is
-    /// divided by `min(rowmax_i, colmax_j)`; stores `rows + cols` scales.
-    Rank1 {
-        /// Rows of the matrix.
-        rows: usize,
-        /// Columns of the matrix.
-        cols: usize,
-    },
-}
-
-impl Normalization {
-    /// Number of `f32` scales stored for `len` elements.
-    pub fn scales(self, len: usize) -> usize {
-        match self {
-            Normalization::Blocks(block) => len.div_ceil(block),
-            Normalization::Rank1 { rows, cols } => rows + cols,
-        }
-    }
-}
 
 /// A tensor's values as codes into a [`CodeMap`] and the scales that undo the normalization.
 #[derive(Debug, Clone)]

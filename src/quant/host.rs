@@ -7,8 +7,7 @@
 
 use std::sync::OnceLock;
 
-use super::codes::Normalization;
-use super::maps::CodeMap;
+use super::maps::{CodeMap, Normalization};
 
 /// A code table's rounding thresholds and, for each of the 65536 buckets of values (by the
 /// top 16 bits of their order key), how many thresholds lie below the bucket (at most 255:

@@ -1,7 +1,33 @@
 //! The code tables of quantized moments: bitsandbytes' dynamic maps (8-bit Adam) and the
-//! 4-bit maps of Li et al. (2023) that torchao's `AdamW4bit` uses.
+//! 4-bit maps of Li et al. (2023) that torchao's `AdamW4bit` uses; and the normalizations
+//! that bring values into their range.
 
 use std::sync::OnceLock;
+
+/// How a quantized tensor is normalized before its values are looked up in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalization {
+    /// One absmax per run of this many consecutive elements (row-major).
+    Blocks(usize),
+    /// Rank-1 normalization of a `rows x cols` matrix (Li et al., 2023): entry `(i, j)` is
+    /// divided by `min(rowmax_i, colmax_j)`; stores `rows + cols` scales.
+    Rank1 {
+        /// Rows of the matrix.
+        rows: usize,
+        /// Columns of the matrix.
+        cols: usize,
+    },
+}
+
+impl Normalization {
+    /// Number of `f32` scales stored for `len` elements.
+    pub fn scales(self, len: usize) -> usize {
+        match self {
+            Normalization::Blocks(block) => len.div_ceil(block),
+            Normalization::Rank1 { rows, cols } => rows + cols,
+        }
+    }
+}
 
 /// A sorted table of `2^bits` values in `[-1, 1]`; a code is an index into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,14 +16,14 @@ mod host;
 mod maps;
 
 use burn::config::Config;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
-pub use codes::{code_bytes, dequantize, quantize, to_bytes, Codes, Normalization};
-pub use maps::{dynamic_map, CodeMap};
+pub(crate) use codes::from_bytes;
+pub use codes::{code_bytes, dequantize, quantize, to_bytes, Codes};
+pub use maps::{dynamic_map, CodeMap, Normalization};
 
-use crate::adam::Moments;
-use crate::memory::F32_BYTES;
-use crate::{join_path, RecordState, StateSink, StateSource};
+/// Bytes of one `f32` (a scale, or a moment kept at full precision).
+const F32_BYTES: usize = size_of::<f32>();
 
 /// The default of [`AdamParams::min_quantized_len`](crate::adam::AdamParams::min_quantized_len):
 /// tensors with fewer entries keep `f32` moments (bitsandbytes' `min_8bit_size`, torchao's
@@ -52,7 +52,7 @@ pub struct MomentFormat {
 
 impl MomentFormat {
     /// The scheme for moments shaped `dims`, or `None` where they stay `f32`.
-    fn scheme(self, dims: &[usize]) -> Option<Scheme> {
+    pub(crate) fn scheme(self, dims: &[usize]) -> Option<Scheme> {
         let len: usize = dims.iter().product();
         if len < self.min_quantized_len.max(1) {
             return None;
@@ -95,14 +95,14 @@ pub enum MomentPrecision {
 
 /// The two moments' code maps and normalizations for one shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Scheme {
-    first: (CodeMap, Normalization),
-    second: (CodeMap, Normalization),
+pub(crate) struct Scheme {
+    pub(crate) first: (CodeMap, Normalization),
+    pub(crate) second: (CodeMap, Normalization),
 }
 
 impl MomentPrecision {
     /// The scheme for moments shaped `dims` (`None` at `F32`).
-    fn scheme(self, dims: &[usize]) -> Option<Scheme> {
+    pub(crate) fn scheme(self, dims: &[usize]) -> Option<Scheme> {
         match self {
             MomentPrecision::F32 => None,
             MomentPrecision::Q8 => Some(Scheme {
@@ -134,7 +134,8 @@ impl MomentPrecision {
         }
     }
 
-    fn bits(self) -> u32 {
+    /// Bits per code (32 for `F32`), as a checkpoint records the precision.
+    pub(crate) fn bits(self) -> u32 {
         match self {
             MomentPrecision::F32 => 32,
             MomentPrecision::Q8 => 8,
@@ -142,258 +143,21 @@ impl MomentPrecision {
         }
     }
 
-    fn from_bits(bits: u32) -> Option<Self> {
+    /// The quantized precision of `bits` bits.
+    pub(crate) fn from_bits(bits: u32) -> Option<Self> {
         [MomentPrecision::Q8, MomentPrecision::Q4]
             .into_iter()
             .find(|p| p.bits() == bits)
     }
 }
 
-/// Both moments quantized, with their shape and step count.
-#[derive(Debug, Clone)]
-pub struct QuantizedMoments<const D: usize> {
-    /// The precision they were stored at.
-    pub precision: MomentPrecision,
-    /// Codes of the first moment.
-    pub first: Codes,
-    /// Codes of the second moment.
-    pub second: Codes,
-    /// The moments' shape.
-    pub dims: [usize; D],
-    /// Number of updates folded into the averages.
-    pub step: usize,
-}
-
-/// Adam moments as an optimizer keeps them between steps: `f32`, or quantized.
-///
-/// A checkpoint of `F32` moments is laid out as [`Moments`] (`first`, `second`, `step`);
-/// quantized ones store their precision, shape, step, codes (one byte per 8-bit code, two 4-bit
-/// codes per byte) and `f32` scales.
-///
-/// ```
-/// use burn::tensor::{Device, Tensor};
-/// use lowrank_optim::adam::Moments;
-/// use lowrank_optim::quant::{MomentFormat, StoredMoments};
-/// use lowrank_optim::MomentPrecision;
-///
-/// let device = Device::default();
-/// let moments = Moments { first: Tensor::<2>::ones([64, 128], &device),
-///                         second: Tensor::<2>::ones([64, 128], &device), step: 3, skipped: None };
-/// let q8 = MomentFormat { precision: MomentPrecision::Q8, min_quantized_len: 4096 };
-/// let stored = StoredMoments::store(moments, q8);
-/// assert!(matches!(stored, StoredMoments::Quantized(_)));
-/// let back = stored.load();
-/// // 1.0 is in both maps: exact.
-/// assert_eq!(back.first.sum().into_scalar::<f32>(), 64.0 * 128.0);
-/// assert_eq!(back.step, 3);
-/// ```
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)] // both variants are tensor handles, moved, never boxed
-pub enum StoredMoments<const D: usize> {
-    /// Full precision.
-    F32(Moments<D>),
-    /// Codes and scales.
-    Quantized(QuantizedMoments<D>),
-}
-
-impl<const D: usize> StoredMoments<D> {
-    /// `moments` in `format` (without [`Moments::skipped`], which the optimizer's state keeps).
-    pub fn store(moments: Moments<D>, format: MomentFormat) -> Self {
-        let dims = moments.dims();
-        let Some(scheme) = format.scheme(&dims) else {
-            return StoredMoments::F32(Moments {
-                skipped: None,
-                ..moments
-            });
-        };
-        StoredMoments::Quantized(QuantizedMoments {
-            precision: format.precision,
-            first: quantize(moments.first, scheme.first.0, scheme.first.1),
-            second: quantize(moments.second, scheme.second.0, scheme.second.1),
-            dims,
-            step: moments.step,
-        })
-    }
-
-    /// The moments in `f32`.
-    pub fn load(self) -> Moments<D> {
-        match self {
-            StoredMoments::F32(moments) => moments,
-            StoredMoments::Quantized(q) => {
-                let scheme = q.scheme();
-                Moments {
-                    first: dequantize(&q.first, scheme.first.0, scheme.first.1, q.dims),
-                    second: dequantize(&q.second, scheme.second.0, scheme.second.1, q.dims),
-                    step: q.step,
-                    skipped: None,
-                }
-            }
-        }
-    }
-
-    /// The moments' shape.
-    pub fn dims(&self) -> [usize; D] {
-        match self {
-            StoredMoments::F32(m) => m.dims(),
-            StoredMoments::Quantized(q) => q.dims,
-        }
-    }
-
-    /// Number of updates folded into the averages.
-    pub fn step(&self) -> usize {
-        match self {
-            StoredMoments::F32(m) => m.step,
-            StoredMoments::Quantized(q) => q.step,
-        }
-    }
-
-    /// The same moments with `count` fewer updates counted (skipped ones read back).
-    pub(crate) fn withdraw(self, count: usize) -> Self {
-        match self {
-            StoredMoments::F32(m) => StoredMoments::F32(Moments {
-                step: m.step - count,
-                ..m
-            }),
-            StoredMoments::Quantized(q) => StoredMoments::Quantized(QuantizedMoments {
-                step: q.step - count,
-                ..q
-            }),
-        }
-    }
-
-    /// The device of every tensor held (to check where a state lives).
-    pub fn devices(&self) -> Vec<Device> {
-        match self {
-            StoredMoments::F32(m) => vec![m.first.device(), m.second.device()],
-            StoredMoments::Quantized(q) => [&q.first, &q.second]
-                .iter()
-                .flat_map(|c| [c.words.device(), c.scales.device()])
-                .collect(),
-        }
-    }
-
-    /// Moves every tensor to `device`.
-    pub fn to_device(self, device: &Device) -> Self {
-        match self {
-            StoredMoments::F32(m) => StoredMoments::F32(m.to_device(device)),
-            StoredMoments::Quantized(q) => StoredMoments::Quantized(QuantizedMoments {
-                first: q.first.moved_to(device),
-                second: q.second.moved_to(device),
-                ..q
-            }),
-        }
-    }
-
-    /// The same moments viewed at rank `E` (inside a `D == E` branch).
-    pub(crate) fn cast<const E: usize>(self) -> StoredMoments<E> {
-        match self {
-            StoredMoments::F32(m) => StoredMoments::F32(crate::matrix::cast_moments(m)),
-            StoredMoments::Quantized(q) => {
-                assert_eq!(D, E, "cast between different ranks");
-                let mut dims = [0usize; E];
-                dims.copy_from_slice(&q.dims);
-                StoredMoments::Quantized(QuantizedMoments {
-                    precision: q.precision,
-                    first: q.first,
-                    second: q.second,
-                    dims,
-                    step: q.step,
-                })
-            }
-        }
-    }
-}
-
-impl<const D: usize> QuantizedMoments<D> {
-    fn scheme(&self) -> Scheme {
-        self.precision
-            .scheme(&self.dims)
-            .expect("quantized moments have a quantized scheme")
-    }
-}
-
 impl Codes {
-    fn moved_to(self, device: &Device) -> Self {
+    /// The same codes on `device`.
+    pub(crate) fn moved_to(self, device: &Device) -> Self {
         Codes {
             words: self.words.to_device(device),
             scales: self.scales.to_device(device),
             len: self.len,
         }
-    }
-}
-
-/// Leaf names of the quantized layout.
-const BITS: &str = "bits";
-
-impl<const D: usize> RecordState for StoredMoments<D> {
-    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        let q = match self {
-            StoredMoments::F32(moments) => return moments.state_flatten(prefix, out),
-            StoredMoments::Quantized(q) => q,
-        };
-        let scheme = q.scheme();
-        out.push_scalar(
-            prefix,
-            BITS,
-            burn_pack::Scalar::from(q.precision.bits() as usize),
-        );
-        out.push_scalar(prefix, "step", burn_pack::Scalar::from(q.step));
-        for (k, d) in q.dims.iter().enumerate() {
-            out.push_scalar(prefix, &format!("dim_{k}"), burn_pack::Scalar::from(*d));
-        }
-        for (name, codes, (map, _)) in [
-            ("first", &q.first, scheme.first),
-            ("second", &q.second, scheme.second),
-        ] {
-            let prefix = join_path(prefix, name);
-            let bytes = to_bytes(codes, map);
-            let len = bytes.len();
-            out.push_tensor(&prefix, "codes", TensorData::new(bytes, [len]));
-            out.push_tensor(
-                &prefix,
-                "scales",
-                crate::readback::data(codes.scales.clone()),
-            );
-        }
-    }
-
-    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let Some(bits) = src.take_scalar(prefix, BITS) else {
-            return Moments::state_unflatten(prefix, src, device).map(StoredMoments::F32);
-        };
-        let precision = MomentPrecision::from_bits(usize::try_from(bits).ok()? as u32)?;
-        let step = usize::try_from(src.take_scalar(prefix, "step")?).ok()?;
-        let mut dims = [0usize; D];
-        for (k, d) in dims.iter_mut().enumerate() {
-            *d = usize::try_from(src.take_scalar(prefix, &format!("dim_{k}"))?).ok()?;
-        }
-        let scheme = precision.scheme(&dims)?;
-        let len: usize = dims.iter().product();
-        let mut read = |name: &str, (map, norm): (CodeMap, Normalization)| -> Option<Codes> {
-            let prefix = join_path(prefix, name);
-            let bytes = src
-                .take_tensor(&prefix, "codes")?
-                .convert::<u8>()
-                .try_to_vec::<u8>()
-                .ok()?;
-            let scales = src.take_tensor(&prefix, "scales")?;
-            if scales.shape().iter().product::<usize>() != norm.scales(len) {
-                return None;
-            }
-            Some(Codes {
-                words: codes::from_bytes(&bytes, map, len, device)?,
-                scales: Tensor::from_data(scales.convert::<f32>(), device),
-                len,
-            })
-        };
-        let first = read("first", scheme.first)?;
-        let second = read("second", scheme.second)?;
-        Some(StoredMoments::Quantized(QuantizedMoments {
-            precision,
-            first,
-            second,
-            dims,
-            step,
-        }))
     }
 }

@@ -4,11 +4,11 @@
 use burn::optim::AdamWConfig;
 use serde::Deserialize;
 
+use super::table::{variant, Table, MOMENTS_EXPECTED};
 use super::Recipe;
 use crate::error::{check, Error, Result};
 use crate::optim::{DenseAdamWConfig, DenseOptimizer};
 use crate::quant::MomentPrecision;
-use crate::table::{variant, Table, MOMENTS_EXPECTED};
 
 /// The `[dense]` table: AdamW hyperparameters for the parameters the router keeps dense.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -6,19 +6,16 @@ use burn::module::{Module, ParamGroup};
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use serde::Deserialize;
-
 use super::layers::find_layers;
-use super::linear::{Adapter, CandidatePlacement};
 use super::schedule::SwitchScheduleConfig;
 use super::switcher::{Switchboard, Switcher};
+use crate::adam::StoredMoments;
 use crate::adam::{decay, one_minus_power, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
 use crate::matrix::{assert_state_fits, cast_rank, log_skip};
-use crate::quant::{MomentFormat, StoredMoments};
+use crate::quant::MomentFormat;
 use crate::setters::adam_setters;
 use crate::skip::Verdict;
-use crate::table::{variant, Table};
 use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
@@ -107,46 +104,6 @@ impl SwitchLoraConfig {
             path,
             board,
         }
-    }
-}
-
-/// The `[switchlora]` keys besides Adam's: SwitchLoRA has no subspace, so of the subspace keys
-/// it takes only `rank` (the adapters') and `seed` (the switch draws').
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SwitchLoraKeys {
-    rank: Option<usize>,
-    seed: Option<u64>,
-    interval: Option<usize>,
-    descent_fraction: Option<f64>,
-    freeze_steps: Option<usize>,
-    candidates: Option<String>,
-}
-
-impl SwitchLoraConfig {
-    /// The recipe name of SwitchLoRA.
-    pub const NAME: &'static str = "switchlora";
-
-    /// The config for a run of `total_steps` steps and the adapter the model's routed linears
-    /// get, from a recipe's `[switchlora]` table (the adapter rank is the reference's 128 when
-    /// the table leaves it out), validated.
-    pub fn from_table(table: &Table, total_steps: usize) -> crate::Result<(Self, Adapter)> {
-        let keys: SwitchLoraKeys = table.all_but_adam()?;
-        let mut schedule = SwitchScheduleConfig::new(total_steps);
-        schedule.interval = keys.interval.unwrap_or(schedule.interval);
-        schedule.descent_fraction = keys.descent_fraction.unwrap_or(schedule.descent_fraction);
-        schedule.freeze_steps = keys.freeze_steps.unwrap_or(schedule.freeze_steps);
-        schedule.seed = keys.seed.unwrap_or(schedule.seed);
-        let mut c = SwitchLoraConfig::new(schedule);
-        table.apply_adam(&mut c.adam)?;
-        c.validate()?;
-        let rank = keys.rank.unwrap_or(128);
-        crate::error::check::positive_count("rank", rank)?;
-        let candidates = match &keys.candidates {
-            Some(v) => variant("candidates", v, "one of host, device")?,
-            None => CandidatePlacement::Host,
-        };
-        Ok((c, Adapter { rank, candidates }))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::groups::{MatrixOptimizer, ParamInfo, Router};
 use crate::memory::StateFootprint;
 use crate::optim::DenseOptimizer;
-use crate::SubspaceConfig;
+use crate::projection::SubspaceConfig;
 
 /// A subspace optimizer's config as a recipe table.
 pub trait RecipeTable: Sized {

@@ -2,7 +2,7 @@
 //! residual modes, granularities, block mode) against a dense f64 implementation written here
 //! from ALGORITHMS.md, given the same projection matrix (read back from the optimizer state).
 
-mod common;
+use crate::common;
 
 use burn::optim::Optimizer;
 use common::{Dense, TestRng};

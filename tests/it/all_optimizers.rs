@@ -2,7 +2,7 @@
 //! `ModuleOptimizer`, exact resume from a saved record, memory accounting against the record,
 //! any tensor rank, and a clear error for state loaded from another model.
 
-mod common;
+use crate::common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

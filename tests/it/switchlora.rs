@@ -2,7 +2,7 @@
 //! old vectors back in the pool, counterparts frozen for exactly `freeze_steps` steps), training
 //! through `ModuleOptimizer`, exact resume, memory figures and bad input.
 
-mod common;
+use crate::common;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};

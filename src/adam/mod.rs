@@ -7,8 +7,12 @@
 use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 
+mod stored;
+
+pub use stored::{QuantizedMoments, StoredMoments};
+
 use crate::error::check;
-use crate::quant::{MomentFormat, MomentPrecision};
+use crate::quant::{MomentFormat, MomentPrecision, MIN_QUANTIZED_LEN};
 use crate::RecordState;
 
 /// Adam's settings in an optimizer's config (`GaLoreConfig::adam`, ...), also set through the
@@ -41,7 +45,7 @@ pub struct AdamParams {
     pub moments: MomentPrecision,
     /// Tensors with fewer entries keep `f32` moments whatever `moments` says (bitsandbytes'
     /// `min_8bit_size`).
-    #[config(default = 4096)]
+    #[config(default = "MIN_QUANTIZED_LEN")]
     pub min_quantized_len: usize,
 }
 
@@ -281,6 +285,16 @@ impl<const D: usize> Moments<D> {
     /// The shape of the averages.
     pub fn dims(&self) -> [usize; D] {
         self.first.dims()
+    }
+
+    /// The same moments viewed at rank `E` (a metadata-only reshape inside a `D == E` branch).
+    pub(crate) fn cast_rank<const E: usize>(self) -> Moments<E> {
+        Moments {
+            first: crate::matrix::cast_rank(self.first),
+            second: crate::matrix::cast_rank(self.second),
+            step: self.step,
+            skipped: self.skipped,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! or which run met it first. Data-parallel training (Burn's DDP) relies on this: every replica
 //! steps its own clone of one `ModuleOptimizer`, and the weights are never re-broadcast.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@
 //! off-diagonal entries at the noise level (~1e-5), where Adam's `m / (sqrt(v) + eps)` amplifies
 //! f32 round-off.
 
-mod common;
+use crate::common;
 
 use common::max_abs_diff;
 use common::parity::{check_all, fixture, proj_type, run, BurnLayout, Case};
@@ -18,7 +18,7 @@ use lowrank_optim::GaLoreConfig;
 const TOLERANCE: f32 = 2e-6;
 const TOLERANCE_FULL: f32 = 5e-5;
 
-const FIXTURE: &str = include_str!("fixtures/galore_parity.json");
+const FIXTURE: &str = include_str!("../fixtures/galore_parity.json");
 
 fn config(case: &Case) -> GaLoreConfig {
     GaLoreConfig::new()

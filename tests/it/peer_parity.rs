@@ -10,7 +10,7 @@
 //! DCT-AdamW within 4e-7): f32 round-off of differently ordered matmuls, SVDs and (for Fira)
 //! the residual-norm identity; per-step changes are ~1e-2.
 
-mod common;
+use crate::common;
 
 use burn::optim::Optimizer;
 use common::max_abs_diff;
@@ -54,14 +54,14 @@ fn check<O: Optimizer>(json: &str, build: impl Fn(&Case) -> O) {
 
 #[test]
 fn fira_matches_the_reference_after_every_step() {
-    check(include_str!("fixtures/fira_parity.json"), |c| {
+    check(include_str!("../fixtures/fira_parity.json"), |c| {
         fira(c).build().unwrap()
     });
 }
 
 #[test]
 fn dct_adamw_matches_the_reference_after_every_step() {
-    check(include_str!("fixtures/dct_adamw_parity.json"), |c| {
+    check(include_str!("../fixtures/dct_adamw_parity.json"), |c| {
         dct_adamw(c).build().unwrap()
     });
 }
@@ -77,13 +77,13 @@ fn wrong_hyperparameters_are_detected() {
         max_abs_diff(&optim(case, &burn)[last], &burn.weights[last])
     };
     // A limiter that never limits (gamma huge) drifts from Fira.
-    let no_limiter = mismatch(include_str!("fixtures/fira_parity.json"), &|c, burn| {
+    let no_limiter = mismatch(include_str!("../fixtures/fira_parity.json"), &|c, burn| {
         burn.run(&fira(c).with_gamma(1e6).build().unwrap(), c)
     });
     assert!(no_limiter > 10.0 * TOLERANCE, "limiter off: {no_limiter:e}");
     // Another selection (L2 scores, fewer columns) drifts from DCT-AdamW.
     let l2 = mismatch(
-        include_str!("fixtures/dct_adamw_parity.json"),
+        include_str!("../fixtures/dct_adamw_parity.json"),
         &|c, burn| {
             let config = dct_adamw(c)
                 .with_dct_norm(lowrank_optim::DctNorm::L2)

@@ -2,7 +2,7 @@
 //! saved record (bitwise exact on CPU), and memory accounting checked against the record and the
 //! formula.
 
-mod common;
+use crate::common;
 
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use common::values;

@@ -1,6 +1,6 @@
 //! Properties of the projection-subspace manager, checked against a dense f64 reference.
 
-mod common;
+use crate::common;
 
 use common::{captured_fraction, device, with_spectrum, Dense, PrepareFirst, TestRng};
 use lowrank_optim::adam::Moments;

@@ -1,6 +1,6 @@
 //! Recipes: every bundled recipe loads and builds; unknown keys and bad values name the problem.
 
-mod common;
+use crate::common;
 
 use burn::nn::{Linear, LinearConfig};
 use lowrank_optim::recipe::Recipe;

@@ -1,7 +1,7 @@
 //! Bad input: invalid configs are typed errors naming the field; non-finite gradients skip the
 //! update without touching state; every tensor rank works; foreign state is a clear error.
 
-mod common;
+use crate::common;
 
 use burn::optim::Optimizer;
 use burn::tensor::Tensor;

@@ -5,19 +5,17 @@
 //! Fixtures: `tests/fixtures/quantized_parity.json`, from `fixtures/quantized_parity.py`
 //! (bitsandbytes 0.50.2 on the CPU).
 
-mod common;
+use crate::common;
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 use common::{tensor, values};
-use lowrank_optim::adam::Moments;
-use lowrank_optim::quant::{
-    dequantize, dynamic_map, quantize, to_bytes, CodeMap, Normalization, StoredMoments,
-};
+use lowrank_optim::adam::{Moments, StoredMoments};
+use lowrank_optim::quant::{dequantize, dynamic_map, quantize, to_bytes, CodeMap, Normalization};
 use lowrank_optim::{GaLoreConfig, GaLoreState, MomentPrecision, ProjType};
 use serde::Deserialize;
 
-const FIXTURE: &str = include_str!("fixtures/quantized_parity.json");
+const FIXTURE: &str = include_str!("../fixtures/quantized_parity.json");
 
 #[derive(Deserialize)]
 struct Fixture {

@@ -1,7 +1,7 @@
 //! The SVD-free subspace kinds (DCT, coordinates, Gaussian, random orthogonal) and the adaptive
 //! refresh gap, checked against a dense f64 reference written here.
 
-mod common;
+use crate::common;
 
 use burn::optim::RecordState;
 use burn::optim::{StateSink, StateSource};

@@ -11,7 +11,7 @@
 //! of the noise in every row. `C = Q diag(s) + noise` tells the output dimension apart the same
 //! way, by columns.
 
-mod common;
+use crate::common;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
