@@ -40,8 +40,8 @@
 //! model too: build the routed linears from [`Recipe::adapter`] and the optimizer with
 //! [`Recipe::build_with_switcher`].
 //!
-//! A subspace optimizer joins the recipes by implementing [`RecipeTable`] (in `tables.rs`)
-//! and taking one line in the registry below.
+//! A subspace optimizer joins the recipes with a [`RecipeOptimizer`] variant and a
+//! [`RecipeTable`] implementation (in `tables.rs`).
 
 mod file;
 mod table;
@@ -62,31 +62,97 @@ use crate::switchlora::{Adapter, AdapterFootprint, SwitchLoraConfig, Switcher};
 pub use file::DenseSection;
 pub use table::{RecipeTable, Routed, Table};
 
-type Reader = fn(&Table) -> Result<Box<dyn Routed>>;
+/// The optimizer a recipe names (`optimizer = "galore"`), each with its table's name.
+///
+/// ```
+/// use lowrank_optim::recipe::RecipeOptimizer;
+///
+/// assert_eq!(RecipeOptimizer::from_name("fira"), Some(RecipeOptimizer::Fira));
+/// assert_eq!(RecipeOptimizer::SwitchLora.name(), "switchlora");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecipeOptimizer {
+    /// Burn's AdamW on every parameter: the baseline, with no table of its own.
+    AdamW,
+    /// [`GaLoreConfig`], `[galore]`.
+    GaLore,
+    /// [`FiraConfig`], `[fira]`.
+    Fira,
+    /// [`FrugalConfig`], `[frugal]`.
+    Frugal,
+    /// [`ApolloConfig`], `[apollo]`.
+    Apollo,
+    /// [`SwitchLoraConfig`], `[switchlora]`: it changes the model too.
+    SwitchLora,
+}
 
+impl RecipeOptimizer {
+    /// Every optimizer a recipe can name.
+    pub const ALL: [RecipeOptimizer; 6] = [
+        RecipeOptimizer::AdamW,
+        RecipeOptimizer::GaLore,
+        RecipeOptimizer::Fira,
+        RecipeOptimizer::Frugal,
+        RecipeOptimizer::Apollo,
+        RecipeOptimizer::SwitchLora,
+    ];
+
+    /// The name `optimizer = "..."` takes, and the optimizer's table's.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecipeOptimizer::AdamW => "adamw",
+            RecipeOptimizer::GaLore => "galore",
+            RecipeOptimizer::Fira => "fira",
+            RecipeOptimizer::Frugal => "frugal",
+            RecipeOptimizer::Apollo => "apollo",
+            RecipeOptimizer::SwitchLora => "switchlora",
+        }
+    }
+
+    /// The optimizer named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// Every name, as an error lists them.
+    fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+impl core::fmt::Display for RecipeOptimizer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for RecipeOptimizer {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> core::result::Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown optimizer \"{name}\": one of {}",
+                Self::names()
+            ))
+        })
+    }
+}
+
+/// The recipe's subspace optimizer of `table`, built and validated.
 fn read<C: RecipeTable>(table: &Table) -> Result<Box<dyn Routed>> {
     C::from_table(table)?.routed()
 }
 
-/// The subspace optimizers a recipe can name.
-const REGISTRY: [(&str, Reader); 4] = [
-    (GaLoreConfig::NAME, read::<GaLoreConfig>),
-    (FiraConfig::NAME, read::<FiraConfig>),
-    (FrugalConfig::NAME, read::<FrugalConfig>),
-    (ApolloConfig::NAME, read::<ApolloConfig>),
-];
-
-/// Burn's AdamW on every parameter: the baseline, with no table of its own.
-pub(crate) const ADAMW: &str = "adamw";
-
 /// A parsed optimizer recipe.
 ///
 /// ```
-/// use lowrank_optim::recipe::Recipe;
+/// use lowrank_optim::recipe::{Recipe, RecipeOptimizer};
 /// use lowrank_optim::{FiraConfig, GaLoreConfig};
 ///
 /// let recipe = Recipe::from_toml_str("galore", "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 64")?;
-/// assert_eq!(recipe.optimizer, "galore");
+/// assert_eq!(recipe.optimizer, RecipeOptimizer::GaLore);
 /// assert_eq!(recipe.config::<GaLoreConfig>()?.subspace.rank, 64);
 /// let fira = Recipe::from_toml_str("fira", "optimizer = 'fira'\nlr = 0.01\n[fira]\ngamma = 1.01")?;
 /// assert_eq!(fira.config::<FiraConfig>()?.gamma, 1.01);
@@ -101,8 +167,8 @@ pub struct Recipe {
     /// Display name; the file stem when loaded from a file.
     #[serde(default)]
     pub name: String,
-    /// Which optimizer to build: `adamw`, `switchlora` or a subspace optimizer's name.
-    pub optimizer: String,
+    /// Which optimizer to build.
+    pub optimizer: RecipeOptimizer,
     /// Peak learning rate of the published setup.
     pub lr: f64,
     /// Fraction of the steps spent in linear warm-up.
@@ -153,11 +219,7 @@ impl Recipe {
     }
 
     fn read(text: &str) -> Result<Self> {
-        let names: Vec<&str> = REGISTRY.iter().map(|(name, _)| *name).collect();
-        file::split(
-            text,
-            &[&[ADAMW, SwitchLoraConfig::NAME][..], &names].concat(),
-        )
+        file::split(text)
     }
 
     fn validate(&self) -> Result<()> {
@@ -168,9 +230,9 @@ impl Recipe {
             self.grad_clip,
         )?;
         self.dense.validate()?;
-        match self.optimizer.as_str() {
-            ADAMW => Ok(()),
-            SwitchLoraConfig::NAME => self.switchlora_config(1).map(drop),
+        match self.optimizer {
+            RecipeOptimizer::AdamW => Ok(()),
+            RecipeOptimizer::SwitchLora => self.switchlora_config(1).map(drop),
             _ => self.subspace_optimizer().map(drop),
         }
     }
@@ -178,7 +240,7 @@ impl Recipe {
     /// The config of a subspace optimizer (defaults overridden by its table), e.g.
     /// `recipe.config::<GaLoreConfig>()`; an error if the recipe names another optimizer.
     pub fn config<C: RecipeTable>(&self) -> Result<C> {
-        if self.optimizer != C::NAME {
+        if self.optimizer != C::OPTIMIZER {
             return Err(Error::InvalidConfig {
                 field: "optimizer",
                 value: format!("\"{}\"", self.optimizer),
@@ -190,14 +252,17 @@ impl Recipe {
 
     /// The recipe's subspace optimizer, built and validated.
     fn subspace_optimizer(&self) -> Result<Box<dyn Routed>> {
-        let (_, read) = (REGISTRY.iter())
-            .find(|(name, _)| *name == self.optimizer)
-            .ok_or(Error::InvalidConfig {
+        match self.optimizer {
+            RecipeOptimizer::GaLore => read::<GaLoreConfig>(&self.table),
+            RecipeOptimizer::Fira => read::<FiraConfig>(&self.table),
+            RecipeOptimizer::Frugal => read::<FrugalConfig>(&self.table),
+            RecipeOptimizer::Apollo => read::<ApolloConfig>(&self.table),
+            RecipeOptimizer::AdamW | RecipeOptimizer::SwitchLora => Err(Error::InvalidConfig {
                 field: "optimizer",
                 value: format!("\"{}\"", self.optimizer),
-                expected: "a subspace optimizer of the registry",
-            })?;
-        read(&self.table)
+                expected: "a subspace optimizer (galore, fira, frugal, apollo)",
+            }),
+        }
     }
 
     /// The SwitchLoRA config for a run of `total_steps` steps, validated.
@@ -208,7 +273,7 @@ impl Recipe {
     /// The SwitchLoRA adapter the model's routed linears should be built with: `None` unless
     /// `optimizer = "switchlora"`.
     pub fn adapter(&self) -> Result<Option<Adapter>> {
-        if self.optimizer != SwitchLoraConfig::NAME {
+        if self.optimizer != RecipeOptimizer::SwitchLora {
             return Ok(None);
         }
         SwitchLoraConfig::from_table(&self.table, 1).map(|(_, adapter)| Some(adapter))
@@ -231,7 +296,7 @@ impl Recipe {
     /// parameters' (as a top-level `moments = "q8"` does).
     pub fn set_moments(&mut self, precision: MomentPrecision) {
         self.dense.moments = Some(precision.name().to_string());
-        if self.optimizer != ADAMW {
+        if self.optimizer != RecipeOptimizer::AdamW {
             self.table.set("moments", precision.name());
         }
     }
@@ -240,7 +305,7 @@ impl Recipe {
     /// the dense parameters').
     pub fn moments(&self) -> Result<MomentPrecision> {
         match self.table.get("moments").and_then(|v| v.as_str()) {
-            Some(v) if self.optimizer != ADAMW => {
+            Some(v) if self.optimizer != RecipeOptimizer::AdamW => {
                 table::variant("moments", v, table::MOMENTS_EXPECTED)
             }
             _ => self.dense.precision(),
@@ -256,7 +321,7 @@ impl Recipe {
         router: &Router,
         total_steps: usize,
     ) -> Result<(ModuleOptimizer, Option<Switcher>)> {
-        if self.optimizer != SwitchLoraConfig::NAME {
+        if self.optimizer != RecipeOptimizer::SwitchLora {
             return Ok((self.build(module, router)?, None));
         }
         let config = self.switchlora_config(total_steps)?;
@@ -271,9 +336,9 @@ impl Recipe {
     /// the rest. A `rank` larger than a routed matrix is an error naming the matrix.
     pub fn build<M: Module>(&self, module: &M, router: &Router) -> Result<ModuleOptimizer> {
         let dense = self.dense_optimizer()?;
-        match self.optimizer.as_str() {
-            ADAMW => Ok(dense.into_module_optimizer()),
-            SwitchLoraConfig::NAME => Err(Error::InvalidConfig {
+        match self.optimizer {
+            RecipeOptimizer::AdamW => Ok(dense.into_module_optimizer()),
+            RecipeOptimizer::SwitchLora => Err(Error::InvalidConfig {
                 field: "optimizer",
                 value: "\"switchlora\" in Recipe::build".into(),
                 expected: "Recipe::build_with_switcher (SwitchLoRA also switches the model)",
@@ -291,11 +356,11 @@ impl Recipe {
     /// SwitchLoRA layer of [`adapter`](Self::adapter)'s rank.
     pub fn estimate_memory<M: Module>(&self, module: &M, router: &Router) -> Result<MemoryReport> {
         let dense = self.dense_optimizer()?;
-        Ok(match self.optimizer.as_str() {
-            ADAMW => {
+        Ok(match self.optimizer {
+            RecipeOptimizer::AdamW => {
                 MemoryReport::estimate(module, &Router::from_predicate(|_| false), &dense, &dense)
             }
-            SwitchLoraConfig::NAME => {
+            RecipeOptimizer::SwitchLora => {
                 let rank = self.adapter()?.map_or(128, |a| a.rank);
                 let moments = self.switchlora_config(1)?.adam.moment_format();
                 let footprint = AdapterFootprint { rank, moments };

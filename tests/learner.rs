@@ -191,7 +191,7 @@ fn state_devices<const D: usize>(state: &SubspaceState<D>) -> Vec<Device> {
     for basis in state
         .subspace
         .iter()
-        .flat_map(|s| [&s.left, &s.right])
+        .flat_map(|s| [s.left(), s.right()])
         .flatten()
     {
         out.push(match basis {

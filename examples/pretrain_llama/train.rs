@@ -13,7 +13,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use lowrank_optim::clip::clip_grad_norm;
-use lowrank_optim::recipe::Recipe;
+use lowrank_optim::recipe::{Recipe, RecipeOptimizer};
 use lowrank_optim::{MemoryReport, MomentPrecision, Router};
 use serde::{Deserialize, Serialize};
 
@@ -105,11 +105,12 @@ fn dims_array(d: &LlamaDims) -> [usize; 6] {
 /// recipe and, when its rank was replaced, the rank it had.
 pub fn recipe_for_run(recipe: &Recipe, rank: usize) -> (Recipe, Option<i64>) {
     let mut recipe = recipe.clone();
-    if recipe.optimizer == "adamw" {
+    if recipe.optimizer == RecipeOptimizer::AdamW {
         return (recipe, None);
     }
     let own = recipe.table.get("rank").and_then(|v| v.as_integer());
-    let by_density = recipe.optimizer == "frugal" && (own.is_none() || recipe.table.has("rho"));
+    let by_density =
+        recipe.optimizer == RecipeOptimizer::Frugal && (own.is_none() || recipe.table.has("rho"));
     if own == Some(1) || by_density {
         return (recipe, None);
     }
@@ -124,7 +125,10 @@ pub fn with_proj_gap(mut recipe: Recipe, gap: Option<usize>) -> (Recipe, Option<
         .table
         .get("update_proj_gap")
         .and_then(|v| v.as_integer());
-    let subspace = !matches!(recipe.optimizer.as_str(), "adamw" | "switchlora");
+    let subspace = !matches!(
+        recipe.optimizer,
+        RecipeOptimizer::AdamW | RecipeOptimizer::SwitchLora
+    );
     match gap {
         Some(gap) if subspace && own != Some(1) => {
             recipe.table.set("update_proj_gap", gap as i64);

@@ -130,7 +130,7 @@ impl SubspaceRule for ApolloRule {
         let low = prepared.low_grad;
         let moments = prepared.moments.update(low.clone(), &hyper);
         let step_size = hyper.hf_step_size(lr, &moments);
-        let axis = channel_axis(prepared.subspace.side, self.scaling);
+        let axis = channel_axis(prepared.subspace.side(), self.scaling);
         let phi = norm_ratio(moments.direction(&hyper), squared_norms(low, axis), axis);
         // S = G c with a small per-channel (or scalar) c: every factor is folded into c, so the
         // full-size matrix is read for its channel norms and once more for the update.

@@ -114,7 +114,7 @@ impl SubspaceRule for FiraRule {
         let normalized = moments.direction(&hyper);
         let step_size = hyper.hf_step_size(lr, &moments);
         let alpha = self.scale;
-        let axis = channel_axis(subspace.side, self.scaling);
+        let axis = channel_axis(subspace.side(), self.scaling);
         let low_sq = squared_norms(low.clone(), axis);
         let phi = norm_ratio(normalized.clone(), low_sq.clone(), axis);
 

@@ -328,7 +328,7 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         // A refresh that runs on the device needs no exact count when it comes every step.
         let device_refresh = self.manager.refreshes_on_device(&subspace, &grad.device());
         let (defer, state) = self.prepare_state(state, &grad, |s| {
-            let every_step = device_refresh && subspace.gap == 1;
+            let every_step = device_refresh && subspace.gap() == 1;
             !every_step && self.manager.refresh_due(&subspace, s.step)
         });
         let defer = defer && state.moments.is_some();

@@ -1,92 +1,21 @@
-//! Per-parameter subspace life cycle: creation, refresh schedule, moment policy at a refresh.
+//! Per-matrix subspace life cycle: creation, ordinal, refresh schedule and adaptive gap, the
+//! projection and its finiteness check, FRUGAL's block draw. Which basis a refresh computes is
+//! `refresh.rs`'s; what happens to the moments, `transport.rs`'s.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use burn::config::Config;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
-use super::basis::Basis;
-use super::dct::{select_dct_columns, DctNorm, DctScoring};
-use super::svd::{
-    exact_svd_basis, random_orthogonal_basis, randomized_svd_basis, to_device, to_host,
-    SingularBases,
-};
-use super::{MomentPolicy, ProjType, ProjectionMethod, Side, Subspace};
+use super::config::SubspaceConfig;
+use super::ordinal::fingerprint;
+use super::refresh::{new_bases, refreshes_on_device};
+use super::transport::{leading_cosine, transport};
+use super::{MomentPolicy, ProjectionMethod, Side, Subspace};
 use crate::adam::Moments;
-use crate::error::check;
 use crate::matrix::assert_state_fits;
-use crate::rng::{mix_seed, random_subset, SplitMix64};
+use crate::rng::{mix_seed, SplitMix64};
 use crate::skip::Verdict;
-
-/// Configuration of the projection-subspace manager, shared by every projected optimizer.
-///
-/// Defaults are GaLore's (`galore-torch` 1.0): rank 128, refresh every 200 steps, project each
-/// layer's smaller dimension (its input dimension when square, see [`ProjType`]), exact SVD,
-/// moments kept across refreshes, fixed gap.
-#[derive(Config, Debug)]
-pub struct SubspaceConfig {
-    /// Rank `r` of the subspace; clamped to `min(m, n)` per matrix (logged once per shape).
-    #[config(default = 128)]
-    pub rank: usize,
-    /// When set, the rank of each matrix is `round(density * len)` (at least 1) for the length
-    /// `len` of its projected side, instead of `rank` (FRUGAL's `rho`).
-    pub density: Option<f32>,
-    /// Steps between basis refreshes `T` (the first refresh happens at the first step).
-    #[config(default = 200)]
-    pub update_proj_gap: usize,
-    /// Which dimension of each layer is projected, as the references mean it for the same
-    /// layer (applied to the PyTorch-layout view of a Burn weight; see [`ProjType`]).
-    #[config(default = "ProjType::Std")]
-    pub proj_type: ProjType,
-    /// How a refresh computes the basis.
-    #[config(default = "ProjectionMethod::Svd")]
-    pub projection: ProjectionMethod,
-    /// What happens to the moments at a refresh.
-    #[config(default = "MomentPolicy::Keep")]
-    pub moment_policy: MomentPolicy,
-    /// Extra sketch columns `p` of the randomized SVD.
-    #[config(default = 8)]
-    pub oversample: usize,
-    /// Rounds `q >= 1` of `Z <- orth(Gᵀ G Z)` in the randomized SVD (each costs two matmuls).
-    #[config(default = 1)]
-    pub power_iters: usize,
-    /// The column norm that ranks DCT columns.
-    #[config(default = "DctNorm::L1")]
-    pub dct_norm: DctNorm,
-    /// How DCT scores are computed (fast DCT on the host, or a device matmul).
-    #[config(default = "DctScoring::Auto")]
-    pub dct_scoring: DctScoring,
-    /// Q-GaLore's adaptive gap: double a matrix's gap after `adaptive_gap_window` consecutive
-    /// refreshes whose leading basis vector kept a cosine of at least `adaptive_gap_threshold`
-    /// with the previous one.
-    #[config(default = false)]
-    pub adaptive_gap: bool,
-    /// Cosine above which two consecutive leading vectors count as aligned.
-    #[config(default = 0.4)]
-    pub adaptive_gap_threshold: f32,
-    /// Consecutive aligned refreshes that double the gap.
-    #[config(default = 5)]
-    pub adaptive_gap_window: usize,
-    /// Seed of random sketches and bases; each matrix and refresh derives its own from it.
-    #[config(default = 0)]
-    pub seed: u64,
-}
-
-impl SubspaceConfig {
-    /// Checks every field, naming the first invalid one.
-    pub fn validate(&self) -> crate::Result<()> {
-        check::positive_count("rank", self.rank)?;
-        if let Some(density) = self.density {
-            check::density("density", density as f64)?;
-        }
-        check::positive_count("update_proj_gap", self.update_proj_gap)?;
-        check::positive_count("power_iters", self.power_iters)?;
-        check::closed_unit("adaptive_gap_threshold", self.adaptive_gap_threshold as f64)?;
-        check::positive_count("adaptive_gap_window", self.adaptive_gap_window)?;
-        Ok(())
-    }
-}
 
 /// What [`SubspaceManager::prepare`] hands an optimizer for one step of one matrix.
 #[derive(Debug, Clone)]
@@ -113,7 +42,7 @@ pub struct Prepared {
 /// let grad = Tensor::<2>::from_data(TensorData::new(values, [6, 4]), &Device::default());
 /// let subspace = manager.create([6, 4], 0);
 /// let prepared = manager.prepare(subspace, None, grad, 0).expect("finite gradient");
-/// assert_eq!(prepared.subspace.side, Side::Right); // 6 >= 4: project the smaller side
+/// assert_eq!(prepared.subspace.side(), Side::Right); // 6 >= 4: project the smaller side
 /// assert_eq!(prepared.low_grad.dims(), [6, 2]);
 /// # Ok::<(), lowrank_optim::Error>(())
 /// ```
@@ -251,102 +180,6 @@ impl SubspaceManager {
         4 * rank * (usize::from(side.has_left()) * m + usize::from(side.has_right()) * n)
     }
 
-    /// The seed of a matrix's random basis at its current refresh.
-    fn basis_seed(&self, subspace: &Subspace, side: u64) -> u64 {
-        let matrix = mix_seed(self.config.seed, subspace.ordinal as u64);
-        mix_seed(mix_seed(matrix, subspace.refreshes as u64), side)
-    }
-
-    /// Whether a refresh of `subspace` can run wholly on the device, its gradient's verdict
-    /// left there too: DCT columns scored by a device matmul, a basis to fall back on, no
-    /// adaptive gap (whose cosine is read on the host). DCT-AdamW refreshes every step.
-    pub(crate) fn refreshes_on_device(&self, subspace: &Subspace, device: &Device) -> bool {
-        let c = &self.config;
-        let device_scoring = match c.dct_scoring {
-            DctScoring::Matmul => true,
-            DctScoring::Fft => false,
-            DctScoring::Auto => !crate::matrix::is_host_device(device),
-        };
-        c.projection == ProjectionMethod::Dct
-            && device_scoring
-            && !c.adaptive_gap
-            && subspace.has_basis()
-    }
-
-    /// New bases for `subspace` computed from `grad`; `None` if `grad` is not finite (checked
-    /// on the host unless `on_device`, where a non-finite gradient makes meaningless bases that
-    /// the caller's verdict discards).
-    fn compute_bases(
-        &self,
-        subspace: &Subspace,
-        grad: &Tensor<2>,
-        on_device: bool,
-    ) -> Option<(Option<Basis>, Option<Basis>)> {
-        let (left, right) = (subspace.side.has_left(), subspace.side.has_right());
-        let device = grad.device();
-        let dense = |bases: SingularBases| {
-            let (l, r) = bases;
-            let to = |x: super::HostMatrix| Basis::Dense(to_device(x.as_ref(), &device));
-            (l.map(to), r.map(to))
-        };
-        let randomized = |grad: &Tensor<2>| {
-            // The sketch only affects accuracy, so it does not depend on the matrix's ordinal.
-            let seed = mix_seed(self.config.seed, subspace.refreshes as u64);
-            let c = &self.config;
-            let bases = randomized_svd_basis(
-                grad,
-                subspace.rank,
-                c.oversample,
-                c.power_iters,
-                seed,
-                left,
-                right,
-            )?;
-            Some(dense(bases))
-        };
-        // Per side: `grad` for the right side, `gradᵀ` for the left (`Pᵀ G = (Gᵀ P)ᵀ`).
-        let per_side = |make: &dyn Fn(&Tensor<2>, u64) -> Basis| {
-            let l = left.then(|| make(&grad.clone().transpose(), 1));
-            let r = right.then(|| make(grad, 2));
-            (l, r)
-        };
-        let rank = subspace.rank;
-        match self.config.projection {
-            // A rare non-convergence of the exact SVD falls back to the randomized one.
-            ProjectionMethod::Svd => {
-                let exact = to_host(grad.clone())
-                    .and_then(|host| exact_svd_basis(host.as_ref(), rank, left, right));
-                exact.map(dense).or_else(|| randomized(grad))
-            }
-            ProjectionMethod::Randomized => randomized(grad),
-            ProjectionMethod::Dct => {
-                if !on_device && !crate::matrix::all_finite(grad) {
-                    return None;
-                }
-                let c = &self.config;
-                Some(per_side(&|g, _| Basis::Dct {
-                    indices: select_dct_columns(g, rank, c.dct_norm, c.dct_scoring),
-                    len: g.dims()[1],
-                }))
-            }
-            ProjectionMethod::Gaussian => Some(per_side(&|g, side| {
-                Basis::gaussian(self.basis_seed(subspace, side), g.dims()[1], rank, &device)
-            })),
-            ProjectionMethod::RandomOrthogonal => Some(per_side(&|g, side| {
-                let seed = self.basis_seed(subspace, side);
-                let q = random_orthogonal_basis(g.dims()[1], rank, seed);
-                Basis::Dense(to_device(q.as_ref(), &device))
-            })),
-            ProjectionMethod::Block => unreachable!("checked in prepare"),
-            ProjectionMethod::Coordinates => Some(per_side(&|g, side| {
-                let len = g.dims()[1];
-                let chosen = random_subset(self.basis_seed(subspace, side), len, rank);
-                let indices = Tensor::<1, Int>::from_data(TensorData::new(chosen, [rank]), &device);
-                Basis::Coordinates { indices, len }
-            })),
-        }
-    }
-
     /// The front half of a projected step: create the subspace on first sight, refresh it when
     /// due (transporting the moments per the policy), and project the gradient.
     ///
@@ -403,7 +236,7 @@ impl SubspaceManager {
         // Handles are cheap to clone; the originals are handed back if the step is skipped.
         let original = current.clone();
         let (current, transported) = if refresh {
-            let Some((left, right)) = self.compute_bases(&current, &grad, on_device) else {
+            let Some((left, right)) = new_bases(&self.config, &current, &grad, on_device) else {
                 return Err((current, moments));
             };
             let mut fresh = Subspace {
@@ -525,108 +358,12 @@ impl SubspaceManager {
 
     /// Applies the moment policy when `old` is replaced by `new`.
     pub fn transport(&self, old: &Subspace, new: &Subspace, moments: Moments<2>) -> Moments<2> {
-        // Before the first basis there is nothing to transport.
-        if !old.has_basis() {
-            return moments;
-        }
-        match self.config.moment_policy {
-            MomentPolicy::Keep => moments,
-            MomentPolicy::Reset => Moments::zeros(moments.dims(), &moments.first.device()),
-            MomentPolicy::Rotate => rotate(old, new, moments),
-        }
+        transport(self.config.moment_policy, old, new, moments)
     }
-}
 
-/// Identifies a tensor that no [`Router`](crate::Router) numbered, by what every replica and
-/// every resumed run sees identically when an optimizer first meets it: its shape and 16
-/// evenly spaced entries of its weights and of its gradient, read in one small transfer, once
-/// per tensor. (Weights alone would confuse same-shaped tensors initialized alike, zeros for
-/// one; gradients alone, those whose first gradient is zero.) 32 bits wide, so the golden-ratio
-/// block draw of [`SubspaceManager::block_is_active`] keeps its precision.
-pub fn fingerprint<const D: usize>(weights: &Tensor<D>, grad: &Tensor<D>) -> usize {
-    const SAMPLES: usize = 16;
-    let dims = grad.dims();
-    let numel: usize = dims.iter().product();
-    let positions: Vec<i64> = (0..SAMPLES).map(|i| (i * numel / SAMPLES) as i64).collect();
-    let indices =
-        Tensor::<1, Int>::from_data(TensorData::new(positions, [SAMPLES]), &grad.device());
-    let sample = |t: &Tensor<D>| t.clone().reshape([numel]).select(0, indices.clone());
-    let values: Vec<f32> =
-        crate::readback::data(Tensor::cat(vec![sample(weights), sample(grad)], 0))
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("a float tensor converts to f32");
-    let shape = dims.iter().fold(D as u64, |h, &d| mix_seed(h, d as u64));
-    let hash = values
-        .iter()
-        .fold(shape, |h, v| mix_seed(h, u64::from(v.to_bits())));
-    (hash >> 32) as usize
-}
-
-/// `|cos|` between the leading vectors of two subspaces' bases (right side if projected,
-/// else left).
-pub fn leading_cosine(old: &Subspace, new: &Subspace) -> f64 {
-    let pick = |s: &Subspace| {
-        s.right
-            .as_ref()
-            .or(s.left.as_ref())
-            .map(Basis::leading_column)
-    };
-    let (Some(a), Some(b)) = (pick(old), pick(new)) else {
-        return 0.0;
-    };
-    let sums = Tensor::cat(
-        vec![
-            a.clone().mul(b.clone()).sum(),
-            a.square().sum(),
-            b.square().sum(),
-        ],
-        0,
-    );
-    let sums = crate::readback::data(sums).convert::<f64>();
-    let [dot, na2, nb2]: [f64; 3] = sums.as_slice::<f64>().expect("f64 sums")[..3]
-        .try_into()
-        .expect("three sums");
-    let (na, nb) = (na2.sqrt(), nb2.sqrt());
-    if na == 0.0 || nb == 0.0 {
-        return 0.0;
-    }
-    (dot / (na * nb)).abs()
-}
-
-/// `C = P_newᵀ P_old` for one side, or `None` when that side is not projected.
-fn change_of_basis(old: &Option<Basis>, new: &Option<Basis>) -> Option<Tensor<2>> {
-    match (old, new) {
-        (Some(old), Some(new)) => Some(new.mul_t_left(old.matrix())),
-        _ => None,
-    }
-}
-
-/// Transports moments into the new basis: `M <- C_L M C_Rᵀ`, `V <- (C_L∘C_L) V (C_R∘C_R)ᵀ`.
-fn rotate(old: &Subspace, new: &Subspace, moments: Moments<2>) -> Moments<2> {
-    let c_left = change_of_basis(&old.left, &new.left);
-    let c_right = change_of_basis(&old.right, &new.right);
-    let apply = |x: Tensor<2>, squared: bool| {
-        let square = |c: &Tensor<2>| {
-            if squared {
-                c.clone().square()
-            } else {
-                c.clone()
-            }
-        };
-        let x = match &c_left {
-            Some(c) => square(c).matmul(x),
-            None => x,
-        };
-        match &c_right {
-            Some(c) => x.matmul(square(c).transpose()),
-            None => x,
-        }
-    };
-    Moments {
-        first: apply(moments.first, false),
-        second: apply(moments.second, true),
-        step: moments.step,
-        skipped: moments.skipped,
+    /// Whether a refresh of `subspace` can run wholly on the device, its gradient's verdict
+    /// left there too.
+    pub(crate) fn refreshes_on_device(&self, subspace: &Subspace, device: &Device) -> bool {
+        refreshes_on_device(&self.config, subspace, device)
     }
 }

@@ -21,16 +21,21 @@
 //! breaks on square matrices and on `r >= min(m, n)`).
 
 mod basis;
+mod config;
 mod dct;
 mod manager;
+mod ordinal;
+mod refresh;
 pub(crate) mod svd;
+mod transport;
 
 pub use basis::Basis;
+pub use config::SubspaceConfig;
 pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
-pub use manager::{
-    fingerprint, leading_cosine, BlockStep, Prepared, SubspaceConfig, SubspaceManager,
-};
+pub use manager::{BlockStep, Prepared, SubspaceManager};
+pub use ordinal::fingerprint;
 pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMatrix};
+pub use transport::leading_cosine;
 
 use burn::config::Config;
 use burn::tensor::{Device, Tensor};
@@ -241,31 +246,61 @@ impl RecordState for Side {
 #[derive(RecordState, Clone, Debug)]
 pub struct Subspace {
     /// Which side of the gradient is projected.
-    pub side: Side,
+    side: Side,
     /// The rank in use (the configured rank clamped to `min(m, n)`).
-    pub rank: usize,
+    rank: usize,
     /// Rows `m` of the matrix this subspace was built for (checked on every step).
-    pub rows: usize,
+    rows: usize,
     /// Columns `n` of the matrix this subspace was built for (checked on every step).
-    pub cols: usize,
+    cols: usize,
     /// Left basis `m x r` (sides `Left` and `Both`).
-    pub left: Option<Basis>,
+    left: Option<Basis>,
     /// Right basis `n x r` (sides `Right` and `Both`).
-    pub right: Option<Basis>,
+    right: Option<Basis>,
     /// The current refresh gap (it may grow when the adaptive gap is on).
-    pub gap: usize,
+    gap: usize,
     /// The step at which the next refresh happens.
-    pub next_refresh: usize,
+    next_refresh: usize,
     /// Number of refreshes so far; with the seed and `ordinal` it determines random bases.
-    pub refreshes: usize,
+    refreshes: usize,
     /// Which matrix this is, for its random draws: its position among the routed matrices, or
     /// its [`fingerprint`] at first sight (see [`SubspaceManager::ordinal_of`]).
-    pub ordinal: usize,
+    ordinal: usize,
     /// Consecutive refreshes whose leading vector stayed aligned (adaptive gap).
-    pub aligned_refreshes: usize,
+    aligned_refreshes: usize,
 }
 
 impl Subspace {
+    /// Which side of the gradient is projected.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The rank in use (the configured rank clamped to `min(m, n)`).
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The left basis `m x r` (sides `Left` and `Both`).
+    pub fn left(&self) -> Option<&Basis> {
+        self.left.as_ref()
+    }
+
+    /// The right basis `n x r` (sides `Right` and `Both`).
+    pub fn right(&self) -> Option<&Basis> {
+        self.right.as_ref()
+    }
+
+    /// The current refresh gap (it may grow when the adaptive gap is on).
+    pub fn gap(&self) -> usize {
+        self.gap
+    }
+
+    /// Number of refreshes so far.
+    pub fn refreshes(&self) -> usize {
+        self.refreshes
+    }
+
     /// `R = project(G)` for the stored side.
     pub fn project(&self, grad: Tensor<2>) -> Tensor<2> {
         let mut low = grad;

@@ -5,7 +5,7 @@ use burn::optim::AdamWConfig;
 use serde::Deserialize;
 
 use super::table::{variant, Table, MOMENTS_EXPECTED};
-use super::Recipe;
+use super::{Recipe, RecipeOptimizer};
 use crate::error::{check, Error, Result};
 use crate::optim::{DenseAdamWConfig, DenseOptimizer};
 use crate::quant::MomentPrecision;
@@ -88,9 +88,8 @@ pub(crate) fn check_schedule(
     grad_clip.map_or(Ok(()), |c| check::positive("grad_clip", c))
 }
 
-/// Reads a recipe's top level, its optimizer's table and its `[dense]` table; `optimizers` are
-/// the names `optimizer` may take (each may have a table).
-pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
+/// Reads a recipe's top level, its optimizer's table and its `[dense]` table.
+pub(crate) fn split(text: &str) -> Result<Recipe> {
     let syntax = |e: toml::de::Error| Error::Recipe {
         file: "the recipe".into(),
         reason: e.message().to_string(),
@@ -111,29 +110,19 @@ pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
         }
         None => None,
     };
-    let tables: Vec<(&str, toml::Value)> = (optimizers.iter())
-        .filter_map(|name| top.remove(*name).map(|v| (*name, v)))
+    let tables: Vec<(&str, toml::Value)> = (RecipeOptimizer::ALL.iter())
+        .filter_map(|o| top.remove(o.name()).map(|v| (o.name(), v)))
         .collect();
     let mut recipe: Recipe = toml::Value::Table(top).try_into().map_err(syntax)?;
-    if !optimizers.contains(&recipe.optimizer.as_str()) {
-        return Err(Error::Recipe {
-            file: "the recipe".into(),
-            reason: format!(
-                "unknown optimizer \"{}\": one of {}",
-                recipe.optimizer,
-                optimizers.join(", ")
-            ),
-        });
-    }
     if let Some(v) = &moments {
         variant::<MomentPrecision>("moments", v, MOMENTS_EXPECTED)?;
         dense.moments.get_or_insert_with(|| v.clone());
     }
-    recipe.table = Table::new(&recipe.optimizer, toml::Table::new());
+    recipe.table = Table::new(recipe.optimizer.name(), toml::Table::new());
     recipe.dense = dense;
     for (name, value) in tables {
         match value {
-            toml::Value::Table(keys) if name == recipe.optimizer => {
+            toml::Value::Table(keys) if name == recipe.optimizer.name() => {
                 recipe.table = Table::new(name, keys)
             }
             _ => {
@@ -146,7 +135,7 @@ pub(crate) fn split(text: &str, optimizers: &[&str]) -> Result<Recipe> {
         }
     }
     if let Some(v) = moments {
-        if !recipe.table.has("moments") && recipe.optimizer != super::ADAMW {
+        if !recipe.table.has("moments") && recipe.optimizer != RecipeOptimizer::AdamW {
             recipe.table.set("moments", v);
         }
     }

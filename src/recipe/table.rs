@@ -7,6 +7,7 @@ use burn::optim::ModuleOptimizer;
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::Deserialize;
 
+use super::RecipeOptimizer;
 use crate::adam::AdamParams;
 use crate::error::{Error, Result};
 use crate::groups::{MatrixOptimizer, ParamInfo, Router};
@@ -16,8 +17,8 @@ use crate::projection::SubspaceConfig;
 
 /// A subspace optimizer's config as a recipe table.
 pub trait RecipeTable: Sized {
-    /// The optimizer's name in `optimizer = "..."`, and its table's.
-    const NAME: &'static str;
+    /// The optimizer a recipe names for this config.
+    const OPTIMIZER: RecipeOptimizer;
     /// The config: defaults overridden by the table's keys.
     fn from_table(table: &Table) -> Result<Self>;
     /// The validated optimizer, ready to be routed onto a model.

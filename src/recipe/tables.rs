@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::table::{variant, RecipeTable, Routed, Table};
+use super::RecipeOptimizer;
 use crate::error::check;
 use crate::optim::{ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, ScaleGranularity};
 use crate::switchlora::{Adapter, CandidatePlacement, SwitchLoraConfig, SwitchScheduleConfig};
@@ -17,7 +18,7 @@ struct GaLoreKeys {
 }
 
 impl RecipeTable for GaLoreConfig {
-    const NAME: &'static str = "galore";
+    const OPTIMIZER: RecipeOptimizer = RecipeOptimizer::GaLore;
 
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = GaLoreConfig::new();
@@ -42,7 +43,7 @@ struct FiraKeys {
 }
 
 impl RecipeTable for FiraConfig {
-    const NAME: &'static str = "fira";
+    const OPTIMIZER: RecipeOptimizer = RecipeOptimizer::Fira;
 
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = FiraConfig::new();
@@ -72,7 +73,7 @@ struct FrugalKeys {
 }
 
 impl RecipeTable for FrugalConfig {
-    const NAME: &'static str = "frugal";
+    const OPTIMIZER: RecipeOptimizer = RecipeOptimizer::Frugal;
 
     /// A `rank` without `rho` fixes the rank of every matrix instead of the density.
     fn from_table(table: &Table) -> crate::Result<Self> {
@@ -110,7 +111,7 @@ struct ApolloKeys {
 }
 
 impl RecipeTable for ApolloConfig {
-    const NAME: &'static str = "apollo";
+    const OPTIMIZER: RecipeOptimizer = RecipeOptimizer::Apollo;
 
     fn from_table(table: &Table) -> crate::Result<Self> {
         let mut c = ApolloConfig::new();
@@ -158,9 +159,6 @@ struct SwitchLoraKeys {
 }
 
 impl SwitchLoraConfig {
-    /// The recipe name of SwitchLoRA.
-    pub const NAME: &'static str = "switchlora";
-
     /// The config for a run of `total_steps` steps and the adapter the model's routed linears
     /// get, from a recipe's `[switchlora]` table (the adapter rank is the reference's 128 when
     /// the table leaves it out), validated.

@@ -41,8 +41,8 @@ fn gradient_like(rng: &mut TestRng, m: usize, n: usize) -> (Dense, Dense, Dense)
 
 fn bases(sub: &Subspace) -> (Option<Dense>, Option<Dense>) {
     (
-        sub.left.as_ref().map(Dense::from_basis),
-        sub.right.as_ref().map(Dense::from_basis),
+        sub.left().map(Dense::from_basis),
+        sub.right().map(Dense::from_basis),
     )
 }
 
@@ -62,7 +62,7 @@ fn every_side_and_method_gives_orthonormal_bases_of_the_right_shape() {
                 let what = format!("{m}x{n} {proj_type:?} {method:?}");
                 let p = prepare(&manager(5, proj_type, method), &g);
                 let side = proj_type.side(m, n);
-                assert_eq!(p.subspace.side, side, "{what}");
+                assert_eq!(p.subspace.side(), side, "{what}");
                 let (left, right) = bases(&p.subspace);
                 assert_eq!(left.is_some(), side.has_left(), "{what}");
                 assert_eq!(right.is_some(), side.has_right(), "{what}");
@@ -192,13 +192,10 @@ fn singular_vector_signs_are_canonical() {
         let plus = prepare(&m, &g);
         let minus = prepare(&m, &g.map(|x| -x));
         for (a, b) in [
-            (&plus.subspace.left, &minus.subspace.left),
-            (&plus.subspace.right, &minus.subspace.right),
+            (plus.subspace.left(), minus.subspace.left()),
+            (plus.subspace.right(), minus.subspace.right()),
         ] {
-            let (a, b) = (
-                Dense::from_basis(a.as_ref().unwrap()),
-                Dense::from_basis(b.as_ref().unwrap()),
-            );
+            let (a, b) = (Dense::from_basis(a.unwrap()), Dense::from_basis(b.unwrap()));
             for j in 0..a.cols {
                 let pivot = (0..a.rows).map(|i| a.at(i, j)).fold(0.0, |p: f64, x| {
                     if x.abs() > p.abs() {
@@ -224,10 +221,10 @@ fn rank_above_the_matrix_size_is_clamped_not_a_panic() {
     let (g, _, _) = gradient_like(&mut rng, 10, 6);
     for proj_type in PROJ_TYPES {
         let p = prepare(&manager(50, proj_type, ProjectionMethod::Svd), &g);
-        assert_eq!(p.subspace.rank, 6, "{proj_type:?}");
+        assert_eq!(p.subspace.rank(), 6, "{proj_type:?}");
         // At full rank on the projected side (the 6 columns) the projection loses nothing.
         let back = Dense::from_tensor(&p.subspace.project_back(p.low_grad.clone()));
-        if p.subspace.side == Side::Right {
+        if p.subspace.side() == Side::Right {
             assert!(back.max_abs_diff(&g) < 1e-5, "{proj_type:?}");
         }
     }
@@ -259,19 +256,19 @@ fn refresh_happens_at_steps_0_t_2t_like_the_reference() {
     let subspaces = subspaces_over(&m, &gs);
     let mut changed_at = Vec::new();
     for step in 1..subspaces.len() {
-        let before = Dense::from_basis(subspaces[step - 1].right.as_ref().unwrap());
-        let after = Dense::from_basis(subspaces[step].right.as_ref().unwrap());
+        let before = Dense::from_basis(subspaces[step - 1].right().unwrap());
+        let after = Dense::from_basis(subspaces[step].right().unwrap());
         if before.max_abs_diff(&after) > 1e-6 {
             changed_at.push(step);
         }
     }
     assert_eq!(changed_at, vec![3, 6]);
-    assert_eq!(subspaces.last().unwrap().refreshes, 3);
+    assert_eq!(subspaces.last().unwrap().refreshes(), 3);
     // Each refreshed basis is the exact top-3 basis of that step's gradient.
     for step in [0, 3, 6] {
         let fresh = m.prepare_first(gs[step].to_tensor()).unwrap();
-        let a = Dense::from_basis(fresh.subspace.right.as_ref().unwrap());
-        let b = Dense::from_basis(subspaces[step].right.as_ref().unwrap());
+        let a = Dense::from_basis(fresh.subspace.right().unwrap());
+        let b = Dense::from_basis(subspaces[step].right().unwrap());
         assert!(a.max_abs_diff(&b) < 1e-5, "step {step}");
     }
 }
@@ -319,7 +316,7 @@ fn keep_carries_moments_and_reset_zeroes_them() {
         gradient_like(&mut rng, 16, 8).0,
     );
     let (_, before, kept) = refresh_with(MomentPolicy::Keep, ProjType::Std, &g1, &g2);
-    assert_eq!(kept.subspace.refreshes, 2);
+    assert_eq!(kept.subspace.refreshes(), 2);
     assert_eq!(
         Dense::from_tensor(&kept.moments.first),
         Dense::from_tensor(&before.first)
@@ -429,7 +426,7 @@ fn a_non_finite_gradient_leaves_the_state_untouched() {
                 1,
             )
             .unwrap_err();
-        assert_eq!(sub.refreshes, 1);
+        assert_eq!(sub.refreshes(), 1);
         assert_eq!(moments.unwrap().step, 0);
     }
 }
@@ -441,7 +438,7 @@ fn subspace_state_moves_between_devices() {
     let p = prepare(&manager(3, ProjType::Full, ProjectionMethod::Svd), &g);
     let moved = p.subspace.clone().to_device(&device());
     assert_eq!(
-        Dense::from_basis(moved.left.as_ref().unwrap()),
-        Dense::from_basis(p.subspace.left.as_ref().unwrap())
+        Dense::from_basis(moved.left().unwrap()),
+        Dense::from_basis(p.subspace.left().unwrap())
     );
 }

@@ -3,7 +3,7 @@
 use crate::common;
 
 use burn::nn::{Linear, LinearConfig};
-use lowrank_optim::recipe::Recipe;
+use lowrank_optim::recipe::{Recipe, RecipeOptimizer};
 use lowrank_optim::switchlora::{CandidatePlacement, SwitchLoraLinearConfig};
 use lowrank_optim::{
     ApolloConfig, Error, FiraConfig, FrugalConfig, GaLoreConfig, MomentPolicy, ProjectionMethod,
@@ -22,7 +22,7 @@ fn reason(result: Result<Recipe, Error>) -> String {
 fn bundled_recipes_load_with_the_published_hyperparameters() {
     let galore = Recipe::load("optimizers/galore.toml").unwrap();
     assert_eq!(galore.name, "galore");
-    assert_eq!(galore.optimizer, "galore");
+    assert_eq!(galore.optimizer, RecipeOptimizer::GaLore);
     assert_eq!(galore.lr, 0.01);
     let config = galore.config::<GaLoreConfig>().unwrap();
     assert_eq!(config.subspace.rank, 128);
@@ -31,7 +31,7 @@ fn bundled_recipes_load_with_the_published_hyperparameters() {
     assert_eq!(config.subspace.projection, ProjectionMethod::Svd);
     assert_eq!(config.subspace.moment_policy, MomentPolicy::Keep);
     let adamw = Recipe::load("optimizers/adamw.toml").unwrap();
-    assert_eq!(adamw.optimizer, "adamw");
+    assert_eq!(adamw.optimizer, RecipeOptimizer::AdamW);
     assert_eq!(adamw.lr, 0.001);
 
     let fira = Recipe::load("optimizers/fira.toml")
@@ -148,6 +148,19 @@ fn unknown_keys_are_rejected_by_name() {
 }
 
 #[test]
+fn an_unknown_optimizer_is_named_with_every_valid_one() {
+    let why = reason(Recipe::from_toml_str("r", "optimizer = 'sgd'\nlr = 0.01"));
+    assert!(why.contains("unknown optimizer \"sgd\""), "{why}");
+    for optimizer in RecipeOptimizer::ALL {
+        assert!(why.contains(optimizer.name()), "{why} lacks {optimizer}");
+        assert_eq!(
+            RecipeOptimizer::from_name(optimizer.name()),
+            Some(optimizer)
+        );
+    }
+}
+
+#[test]
 fn bad_values_are_rejected_by_name() {
     let cases = [
         ("optimizer = 'sgd'\nlr = 0.01", "sgd"),
@@ -239,7 +252,7 @@ fn a_missing_file_is_a_recipe_error_naming_the_path() {
 #[test]
 fn the_switchlora_recipe_has_the_published_settings_and_its_own_keys() {
     let recipe = Recipe::load("optimizers/switchlora.toml").unwrap();
-    assert_eq!(recipe.optimizer, "switchlora");
+    assert_eq!(recipe.optimizer, RecipeOptimizer::SwitchLora);
     assert_eq!(recipe.lr, 0.02);
     let adapter = recipe.adapter().unwrap().unwrap();
     assert_eq!(adapter.rank, 128);

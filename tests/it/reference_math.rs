@@ -74,8 +74,8 @@ fn zip(a: &Dense, b: &Dense, f: impl Fn(f64, f64) -> f64) -> Dense {
 /// The basis and side an optimizer chose, as dense f64.
 fn basis_of(state: &SubspaceState<2>) -> (Side, Dense) {
     let s = state.subspace.as_ref().unwrap();
-    let basis = s.right.as_ref().or(s.left.as_ref()).unwrap();
-    (s.side, Dense::from_basis(basis))
+    let basis = s.right().or(s.left()).unwrap();
+    (s.side(), Dense::from_basis(basis))
 }
 
 fn project(side: Side, p: &Dense, g: &Dense) -> Dense {

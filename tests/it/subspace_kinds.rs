@@ -87,14 +87,14 @@ fn dct_refresh_keeps_the_best_aligned_columns_on_both_sides() {
                     .prepare_first(g.to_tensor())
                     .unwrap();
                 let s = &prepared.subspace;
-                let (basis, scores) = match s.side {
-                    Side::Right => (s.right.as_ref().unwrap(), reference_scores(&g, norm)),
-                    _ => (s.left.as_ref().unwrap(), reference_scores(&g.t(), norm)),
+                let (basis, scores) = match s.side() {
+                    Side::Right => (s.right().unwrap(), reference_scores(&g, norm)),
+                    _ => (s.left().unwrap(), reference_scores(&g.t(), norm)),
                 };
                 assert_eq!(basis.indices().unwrap(), top_indices(&scores, 4));
                 // R = G P with P the selected DCT columns.
                 let p = Dense::from_basis(basis);
-                let want = match s.side {
+                let want = match s.side() {
                     Side::Right => g.matmul(&p),
                     _ => p.t().matmul(&g),
                 };
@@ -129,8 +129,8 @@ fn a_dct_subspace_stores_r_integers_and_no_matrix() {
     }
     let back = Subspace::state_unflatten("p", &mut source, &device()).unwrap();
     assert_eq!(
-        back.right.unwrap().indices(),
-        prepared.subspace.right.unwrap().indices()
+        back.right().unwrap().indices(),
+        prepared.subspace.right().unwrap().indices()
     );
 }
 
@@ -159,10 +159,10 @@ fn dct_rotate_transports_moments_like_the_dense_reference() {
                 1,
             )
             .unwrap();
-        let basis = |s: &Subspace| Dense::from_basis(s.right.as_ref().or(s.left.as_ref()).unwrap());
+        let basis = |s: &Subspace| Dense::from_basis(s.right().or(s.left()).unwrap());
         let c = basis(&second.subspace).t().matmul(&basis(&first.subspace));
         let c2 = c.map(|x| x * x);
-        let (want_m, want_v) = match first.subspace.side {
+        let (want_m, want_v) = match first.subspace.side() {
             Side::Right => (m1.matmul(&c.t()), v1.matmul(&c2.t())),
             _ => (c.matmul(&m1), c2.matmul(&v1)),
         };
@@ -170,24 +170,14 @@ fn dct_rotate_transports_moments_like_the_dense_reference() {
         assert!(Dense::from_tensor(&second.moments.second).max_abs_diff(&want_v) < 1e-5);
         assert_eq!(second.moments.step, 3);
         // Columns kept by both bases carry their moments over unchanged.
-        let old = first
-            .subspace
-            .right
-            .as_ref()
-            .or(first.subspace.left.as_ref())
-            .unwrap();
-        let new = second
-            .subspace
-            .right
-            .as_ref()
-            .or(second.subspace.left.as_ref())
-            .unwrap();
+        let old = first.subspace.right().or(first.subspace.left()).unwrap();
+        let new = second.subspace.right().or(second.subspace.left()).unwrap();
         let (old, new) = (old.indices().unwrap(), new.indices().unwrap());
         assert!(v1.data.iter().all(|&x| x >= 0.0));
         for (i, idx) in new.iter().enumerate() {
             if let Some(j) = old.iter().position(|o| o == idx) {
                 let moved = Dense::from_tensor(&second.moments.first);
-                let same = match first.subspace.side {
+                let same = match first.subspace.side() {
                     Side::Right => (0..a).all(|r| (moved.at(r, i) - m1.at(r, j)).abs() < 1e-6),
                     _ => (0..b).all(|c| (moved.at(i, c) - m1.at(j, c)).abs() < 1e-6),
                 };
@@ -208,23 +198,18 @@ fn coordinate_subspaces_gather_and_scatter() {
     for (m, n) in [(16, 12), (12, 16)] {
         let g = rng.dense(m, n);
         let p = manager.prepare_first(g.to_tensor()).unwrap();
-        let basis = p
-            .subspace
-            .right
-            .as_ref()
-            .or(p.subspace.left.as_ref())
-            .unwrap();
+        let basis = p.subspace.right().or(p.subspace.left()).unwrap();
         let indices = basis.indices().unwrap();
         assert_eq!(indices.len(), 3, "round(0.25 * 12)");
         assert!(indices.windows(2).all(|w| w[0] < w[1]));
         let dense = Dense::from_basis(basis);
-        let want = match p.subspace.side {
+        let want = match p.subspace.side() {
             Side::Right => g.matmul(&dense),
             _ => dense.t().matmul(&g),
         };
         assert!(Dense::from_tensor(&p.low_grad).max_abs_diff(&want) < 1e-6);
         let back = Dense::from_tensor(&p.subspace.project_back(p.low_grad.clone()));
-        let want_back = match p.subspace.side {
+        let want_back = match p.subspace.side() {
             Side::Right => want.matmul(&dense.t()),
             _ => dense.matmul(&want),
         };
@@ -253,7 +238,7 @@ fn random_bases_differ_per_matrix_and_refresh_but_are_seeded() {
                 .prepare(a.clone(), None, g.clone(), 1)
                 .unwrap()
                 .subspace;
-            [a, b, a2].map(|s| Dense::from_basis(s.right.as_ref().unwrap()))
+            [a, b, a2].map(|s| Dense::from_basis(s.right().unwrap()))
         };
         let [a, b, a2] = run();
         let [a_again, ..] = run();
@@ -303,7 +288,7 @@ fn refresh_gaps(adaptive: bool, grad_at: impl Fn(usize) -> Dense) -> Vec<usize> 
             .prepare(subspace, None, grad_at(step).to_tensor(), step)
             .unwrap();
         if prepared.refreshed {
-            gaps.push(prepared.subspace.gap);
+            gaps.push(prepared.subspace.gap());
         }
         subspace = prepared.subspace;
     }
@@ -363,7 +348,7 @@ fn transient_basis_bytes_are_the_gaussian_matrix_held_on_the_device() {
                 SubspaceManager::new(SubspaceConfig::new().with_rank(3).with_projection(kind))
                     .unwrap();
             let subspace = manager.prepare_first(g.clone()).unwrap().subspace;
-            let held: usize = [&subspace.left, &subspace.right]
+            let held: usize = [subspace.left(), subspace.right()]
                 .into_iter()
                 .flatten()
                 .map(|basis| match basis {
@@ -423,9 +408,9 @@ fn blocks_follow_the_moment_policy_and_the_adaptive_gap() {
     let mut subspace = manager.create([12, 1], 0);
     let mut refreshes = vec![];
     for step in 0..12 {
-        let before = subspace.refreshes;
+        let before = subspace.refreshes();
         subspace = manager.prepare_block(subspace, None, &grad, step).subspace;
-        if subspace.refreshes > before {
+        if subspace.refreshes() > before {
             refreshes.push(step);
         }
     }
