@@ -5,7 +5,7 @@
 # markdown table to gpu-results/results.md. With a Python that has torch and galore-torch on a
 # CUDA device, galore-torch and torch AdamW are timed on the same shapes beside it.
 #
-#   cargo build --release --features vulkan --examples --benches   # build first (not timed)
+#   cargo build --release --features vulkan --bins --benches   # build first (not timed)
 #   benches/gpu.sh                  # the full run (under 8 minutes on a modern GPU)
 #   benches/gpu.sh --quick          # tiny sizes: an end-to-end check, also on Mesa's llvmpipe
 #
@@ -48,7 +48,7 @@ section "tests on wgpu (${tests[*]:-every test})"
 cargo test "${profile[@]}" --features "$features" "${tests[@]}" 2>&1 | grep -E '^test result|FAILED|panicked' >&2
 
 section "training step: $preset"
-cargo run "${profile[@]}" --features "$features" --example device_step -- \
+cargo run "${profile[@]}" --features "$features" --bin device_step -- \
   --preset "$preset" --steps "$steps" --warmup "$warmup" "${batch[@]}" \
   --recipes adamw,galore,fira,apollo-mini --out "$out/train_step.md" >&2
 

@@ -11,8 +11,8 @@
 //! use lowrank_optim::readback;
 //!
 //! let before = readback::reads();
-//! let total = readback::scalar_f64(Tensor::<1>::ones([4], &Device::default()).sum());
-//! assert_eq!((total, readback::reads() - before), (4.0, 1));
+//! let data = readback::data(Tensor::<1>::ones([4], &Device::default()));
+//! assert_eq!((data.to_vec::<f32>().unwrap(), readback::reads() - before), (vec![1.0; 4], 1));
 //! ```
 
 use std::cell::Cell;
@@ -40,7 +40,7 @@ pub fn data<const D: usize, K: burn::tensor::kind::Basic>(tensor: Tensor<D, K>) 
 }
 
 /// Reads the one value of a single-element float or int tensor as `f64`.
-pub fn scalar_f64<const D: usize>(tensor: Tensor<D>) -> f64 {
+pub(crate) fn scalar_f64<const D: usize>(tensor: Tensor<D>) -> f64 {
     count();
     tensor.into_scalar::<f64>()
 }

@@ -1,9 +1,9 @@
 """Twin runs: the published PyTorch optimizers trained from exactly where our runs started.
 
-    cargo run --release --example pretrain_llama -- --steps 400 --eval-every 50 \\
+    cargo run --release --bin pretrain_llama -- --steps 400 --eval-every 50 \\
         --update-proj-gap 50 --out results/twin --export-twin results/twin/start
     python benches/peers/twin.py results/twin/start          # every exported recipe it knows
-    cargo run --release --example pretrain_llama -- --steps 400 --eval-every 50 \\
+    cargo run --release --bin pretrain_llama -- --steps 400 --eval-every 50 \\
         --update-proj-gap 50 --out results/twin --report-only --twins results/twin/start
 
 Each `<dir>/<recipe>/` holds `init.safetensors` and `twin.json` (see the example's twin.rs).

@@ -99,7 +99,7 @@ impl AdamHyper {
     }
 
     /// The Hugging Face / GaLore step size `lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)` for the
-    /// moments' `t` ([`Moments::bias_step`]).
+    /// moments' `t` (`step - skipped`, [`Moments::at_step`]).
     ///
     /// Used with [`Moments::direction`], whose denominator is `sqrt(v) + eps` *without* bias
     /// correction: this is the convention of `transformers.AdamW` that `galore-torch` copied, and

@@ -85,7 +85,7 @@ impl Basis {
     /// Whether projecting mixes every entry of the gradient into the result, so that a NaN or an
     /// infinity anywhere shows in the projection (`inf * 0` is NaN too); false for coordinate
     /// bases, which gather.
-    pub fn mixes_every_entry(&self) -> bool {
+    pub(crate) fn mixes_every_entry(&self) -> bool {
         !matches!(self, Basis::Coordinates { .. })
     }
 
@@ -118,7 +118,7 @@ impl Basis {
     }
 
     /// `Pᵀ x` for `x` of shape `len x k`: a `rank x k` result.
-    pub fn mul_t_left(&self, x: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn mul_t_left(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Basis::Coordinates { indices, .. } => x.select(0, indices.clone()),
             _ => self.matrix().transpose().matmul(x),
@@ -126,7 +126,7 @@ impl Basis {
     }
 
     /// `y Pᵀ` for `y` of shape `k x rank`: a `k x len` result.
-    pub fn mul_t(&self, y: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn mul_t(&self, y: Tensor<2>) -> Tensor<2> {
         match self {
             Basis::Coordinates { indices, len } => {
                 let rows = y.dims()[0];
@@ -142,7 +142,7 @@ impl Basis {
     }
 
     /// `P y` for `y` of shape `rank x k`: a `len x k` result.
-    pub fn mul_left(&self, y: Tensor<2>) -> Tensor<2> {
+    pub(crate) fn mul_left(&self, y: Tensor<2>) -> Tensor<2> {
         match self {
             Basis::Coordinates { indices, len } => {
                 let cols = y.dims()[1];
@@ -158,7 +158,7 @@ impl Basis {
     }
 
     /// The first column of `P` (the leading direction for SVD bases).
-    pub fn leading_column(&self) -> Tensor<1> {
+    pub(crate) fn leading_column(&self) -> Tensor<1> {
         let len = self.len();
         self.matrix().slice([0..len, 0..1]).reshape([len])
     }

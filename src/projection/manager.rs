@@ -85,7 +85,7 @@ impl SubspaceManager {
     /// This manager serving one matrix whose ordinal is `ordinal`, whatever the order in which
     /// matrices are first seen (what the [`Router`](crate::Router) builds: resume- and
     /// replica-safe).
-    pub fn with_fixed_ordinal(&self, ordinal: usize) -> Self {
+    pub(crate) fn with_fixed_ordinal(&self, ordinal: usize) -> Self {
         Self {
             fixed_ordinal: Some(ordinal),
             ..self.clone()
@@ -95,7 +95,11 @@ impl SubspaceManager {
     /// The ordinal of a tensor first seen with `weights` and `grad`: the one the
     /// [`Router`](crate::Router) fixed, else the tensor's [`fingerprint`]. Either is the same
     /// on every replica and in every resumed run.
-    pub fn ordinal_of<const D: usize>(&self, weights: &Tensor<D>, grad: &Tensor<D>) -> usize {
+    pub(crate) fn ordinal_of<const D: usize>(
+        &self,
+        weights: &Tensor<D>,
+        grad: &Tensor<D>,
+    ) -> usize {
         self.fixed_ordinal
             .unwrap_or_else(|| fingerprint(weights, grad))
     }
@@ -107,7 +111,7 @@ impl SubspaceManager {
 
     /// The rank actually used for an `m x n` matrix: the configured rank (or density times the
     /// projected side's length), at least 1 and at most `min(m, n)`.
-    pub fn effective_rank(&self, [m, n]: [usize; 2]) -> usize {
+    pub(crate) fn effective_rank(&self, [m, n]: [usize; 2]) -> usize {
         if self.config.projection == ProjectionMethod::Block {
             return 1;
         }
@@ -127,7 +131,8 @@ impl SubspaceManager {
     }
 
     /// A fresh subspace for an `m x n` matrix: side chosen and rank clamped, no basis yet;
-    /// `ordinal` (see [`ordinal_of`](Self::ordinal_of)) seeds its random draws.
+    /// `ordinal` (the matrix's position among the routed ones, or its fingerprint) seeds its
+    /// random draws.
     pub fn create(&self, [m, n]: [usize; 2], ordinal: usize) -> Subspace {
         let rank = self.effective_rank([m, n]);
         if self.config.density.is_none() && rank < self.config.rank {
@@ -156,7 +161,7 @@ impl SubspaceManager {
 
     /// Bytes of projection state a checkpoint stores for an `m x n` matrix: `f32` bases for
     /// SVD kinds, `i32` indices for DCT and coordinates, nothing but scalars for Gaussian ones.
-    pub fn basis_bytes(&self, [m, n]: [usize; 2]) -> usize {
+    pub(crate) fn basis_bytes(&self, [m, n]: [usize; 2]) -> usize {
         let side = self.config.proj_type.side(m, n);
         let rank = self.effective_rank([m, n]);
         let per_side = |len: usize| match self.config.projection {
@@ -206,7 +211,7 @@ impl SubspaceManager {
     }
 
     /// Whether `subspace`'s basis (or block draw) is due for a refresh at `step`.
-    pub fn refresh_due(&self, subspace: &Subspace, step: usize) -> bool {
+    pub(crate) fn refresh_due(&self, subspace: &Subspace, step: usize) -> bool {
         let first = match self.config.projection {
             ProjectionMethod::Block => subspace.refreshes == 0,
             _ => !subspace.has_basis(),
@@ -305,7 +310,7 @@ impl SubspaceManager {
     /// Whether block `ordinal` is state-full in `period`: `frac(ordinal * golden + u) < rho`, a
     /// low-discrepancy pick, so any `N` consecutive blocks hold `rho N` state-full ones to
     /// within about one, and a fresh `u` per period (from the seed) reshuffles them.
-    pub fn block_is_active(&self, ordinal: usize, period: usize) -> bool {
+    pub(crate) fn block_is_active(&self, ordinal: usize, period: usize) -> bool {
         const GOLDEN: f64 = 0.618_033_988_749_894_9;
         let rho = self.config.density.unwrap_or(1.0) as f64;
         let u = SplitMix64::new(mix_seed(self.config.seed, period as u64)).next_open01();

@@ -33,9 +33,7 @@ pub use basis::Basis;
 pub use config::SubspaceConfig;
 pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
 pub use manager::{BlockStep, Prepared, SubspaceManager};
-pub use ordinal::fingerprint;
-pub use svd::{canonicalize_signs, exact_svd_basis, randomized_svd_basis, HostMatrix};
-pub use transport::leading_cosine;
+pub use svd::{exact_svd_basis, randomized_svd_basis, HostMatrix};
 
 use burn::config::Config;
 use burn::tensor::{Device, Tensor};
@@ -326,7 +324,7 @@ impl Subspace {
     }
 
     /// Whether a basis has been computed yet.
-    pub fn has_basis(&self) -> bool {
+    pub(crate) fn has_basis(&self) -> bool {
         self.left.is_some() || self.right.is_some()
     }
 
@@ -340,7 +338,7 @@ impl Subspace {
 
     /// Whether the projection shows a non-finite entry anywhere in the gradient (every stored
     /// basis mixes all entries; not true of coordinate bases).
-    pub fn projection_sees_every_entry(&self) -> bool {
+    pub(crate) fn projection_sees_every_entry(&self) -> bool {
         [&self.left, &self.right]
             .into_iter()
             .flatten()

@@ -11,7 +11,7 @@ use crate::rng::mix_seed;
 /// per tensor. (Weights alone would confuse same-shaped tensors initialized alike, zeros for
 /// one; gradients alone, those whose first gradient is zero.) 32 bits wide, so the golden-ratio
 /// block draw of [`SubspaceManager::block_is_active`] keeps its precision.
-pub fn fingerprint<const D: usize>(weights: &Tensor<D>, grad: &Tensor<D>) -> usize {
+pub(crate) fn fingerprint<const D: usize>(weights: &Tensor<D>, grad: &Tensor<D>) -> usize {
     const SAMPLES: usize = 16;
     let dims = grad.dims();
     let numel: usize = dims.iter().product();

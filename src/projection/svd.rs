@@ -16,7 +16,7 @@ use crate::rng::SplitMix64;
 pub type HostMatrix = Mat<f32>;
 
 /// Left and/or right singular vectors (`m x rank`, `n x rank`), orthonormal columns.
-pub type SingularBases = (Option<HostMatrix>, Option<HostMatrix>);
+pub(crate) type SingularBases = (Option<HostMatrix>, Option<HostMatrix>);
 
 /// Copies a device tensor to a host matrix; `None` if it holds a NaN or an infinity.
 pub(crate) fn to_host(tensor: Tensor<2>) -> Option<HostMatrix> {
@@ -45,16 +45,9 @@ pub(crate) fn to_device(matrix: MatRef<'_, f32>, device: &Device) -> Tensor<2> {
 
 /// Makes every column's largest-magnitude entry positive (the first one on ties).
 ///
-/// ```
-/// use lowrank_optim::projection::{canonicalize_signs, HostMatrix};
-/// let mut basis = HostMatrix::from_fn(2, 1, |i, _| if i == 0 { 0.6 } else { -0.8 });
-/// canonicalize_signs(&mut basis);
-/// assert_eq!((basis[(0, 0)], basis[(1, 0)]), (-0.6, 0.8));
-/// ```
-///
 /// LAPACK-style SVDs return each singular vector up to an arbitrary sign; with moments carried
 /// across refreshes (`MomentPolicy::Keep`) a flipped vector would flip the sign of its moment.
-pub fn canonicalize_signs(matrix: &mut HostMatrix) {
+pub(crate) fn canonicalize_signs(matrix: &mut HostMatrix) {
     for j in 0..matrix.ncols() {
         let mut pivot = 0.0f32;
         for i in 0..matrix.nrows() {
@@ -210,4 +203,23 @@ pub fn randomized_svd_basis(
         false => None,
     };
     Some((left, Some(right)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_entry_of_each_column_turns_positive() {
+        let mut basis = HostMatrix::from_fn(2, 2, |i, j| match (i, j) {
+            (0, 0) => 0.6,
+            (1, 0) => -0.8,
+            (0, 1) => 0.5,
+            _ => -0.5,
+        });
+        canonicalize_signs(&mut basis);
+        assert_eq!((basis[(0, 0)], basis[(1, 0)]), (-0.6, 0.8));
+        // A tie keeps the first one's sign: already positive, unchanged.
+        assert_eq!((basis[(0, 1)], basis[(1, 1)]), (0.5, -0.5));
+    }
 }

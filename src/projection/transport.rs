@@ -27,7 +27,7 @@ pub(super) fn transport(
 
 /// `|cos|` between the leading vectors of two subspaces' bases (right side if projected,
 /// else left).
-pub fn leading_cosine(old: &Subspace, new: &Subspace) -> f64 {
+pub(crate) fn leading_cosine(old: &Subspace, new: &Subspace) -> f64 {
     let pick = |s: &Subspace| {
         s.right
             .as_ref()

@@ -26,7 +26,7 @@ fn per_word(map: CodeMap) -> usize {
 }
 
 /// Bytes a checkpoint stores for the codes of `len` values (one byte holds `8 / bits` codes).
-pub fn code_bytes(map: CodeMap, len: usize) -> usize {
+pub(crate) fn code_bytes(map: CodeMap, len: usize) -> usize {
     (len * map.bits() as usize).div_ceil(8)
 }
 

@@ -68,7 +68,7 @@ impl CodeMap {
 
     /// `(table[i] + table[i + 1]) * 0.5` in `f32` for each entry, `+inf` after the last: a
     /// value rounds up from entry `i` where it exceeds `midpoints[i]`.
-    pub fn midpoints(self) -> &'static [f32] {
+    pub(crate) fn midpoints(self) -> &'static [f32] {
         &self.cached().1
     }
 

@@ -18,8 +18,9 @@ mod maps;
 use burn::config::Config;
 use burn::tensor::Device;
 
+pub(crate) use codes::code_bytes;
 pub(crate) use codes::from_bytes;
-pub use codes::{code_bytes, dequantize, quantize, to_bytes, Codes};
+pub use codes::{dequantize, quantize, to_bytes, Codes};
 pub use maps::{dynamic_map, CodeMap, Normalization};
 
 /// Bytes of one `f32` (a scale, or a moment kept at full precision).

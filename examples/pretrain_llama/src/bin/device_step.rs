@@ -10,19 +10,9 @@
 //! (the model and the gradients' buffers are the same for every recipe).
 //!
 //! ```text
-//! BURN_DEVICE=wgpu cargo run --release --features vulkan --example device_step -- \
+//! BURN_DEVICE=wgpu cargo run --release --features vulkan --bin device_step -- \
 //!     --preset llama-60m --recipes adamw,galore,fira,apollo-mini
 //! ```
-
-#[allow(dead_code)]
-#[path = "pretrain_llama/args.rs"]
-mod args;
-#[allow(dead_code)]
-#[path = "pretrain_llama/data.rs"]
-mod data;
-#[allow(dead_code)]
-#[path = "pretrain_llama/model.rs"]
-mod model;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +25,7 @@ use lowrank_optim::clip::clip_grad_norm;
 use lowrank_optim::memory::format_bytes;
 use lowrank_optim::recipe::Recipe;
 use lowrank_optim::{readback, MemoryReport, Router};
+use pretrain_llama::{args, data, model};
 
 /// Training-step time and device memory per recipe.
 #[derive(Parser, Debug)]

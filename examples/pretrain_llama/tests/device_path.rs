@@ -2,14 +2,9 @@
 //! occupies on the device allocator. Both assert on every backend: on a GPU backend (wgpu in
 //! CI's second pass, over llvmpipe) a step between refreshes reads nothing and the allocator's
 //! figures match the counted state; on a CPU backend the finiteness checks are host reads.
-#![allow(dead_code)] // The example's modules hold more than these tests use.
 
-#[path = "../examples/pretrain_llama/data.rs"]
-mod data;
-#[path = "../examples/pretrain_llama/model.rs"]
-mod model;
-
-mod common;
+use pretrain_llama::{data, model};
+use test_support as common;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
@@ -48,7 +43,10 @@ fn recipes() -> Vec<Recipe> {
     ]
     .iter()
     .map(|name| {
-        let mut recipe = Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+        let mut recipe = Recipe::load(pretrain_llama::repo_path(&format!(
+            "optimizers/{name}.toml"
+        )))
+        .unwrap();
         if recipe.table.get("rank").and_then(|v| v.as_integer()) > Some(1) {
             recipe.table.set("rank", 8);
         }
@@ -97,7 +95,7 @@ fn step(
 }
 
 fn corpus() -> data::Corpus {
-    let text = std::fs::read_to_string("data/shakespeare.txt").unwrap();
+    let text = std::fs::read_to_string(pretrain_llama::repo_path("data/shakespeare.txt")).unwrap();
     data::Corpus::from_text(&text, 0.1, DIMS.max_seq + 1).unwrap()
 }
 

@@ -234,7 +234,7 @@ pub fn combined_csv(summaries: &[Summary]) -> String {
     csv
 }
 
-const FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSansMono.ttf");
+const FONT: &[u8] = include_bytes!("../../../data/fonts/DejaVuSansMono.ttf");
 
 /// Validation perplexity against step, one line per optimizer (the mean over seeds, with a
 /// band of ± one standard deviation), and each PyTorch twin dashed in its optimizer's colour.

@@ -1,19 +1,11 @@
 //! Pretrain a small LLaMA-style model on bundled text with any optimizer recipe, and compare them.
 //!
-//! `cargo run --release --example pretrain_llama` trains every recipe in `optimizers/` on the
+//! `cargo run --release --bin pretrain_llama` trains every recipe in `optimizers/` on the
 //! `tiny` preset (minutes on 2 CPU cores) and writes `results/`: `loss.csv`, `results.md`,
 //! `validation.png` and one folder per recipe with its checkpoint. `--seeds N` repeats each run
 //! with N seeds, `--tune-lr` searches each recipe's learning rate first, `--export-twin` and
 //! `--twins` pair runs with their PyTorch twins (`benches/peers/twin.py`). `--help` lists every
 //! option.
-
-mod args;
-mod compare;
-mod data;
-mod model;
-mod report;
-mod train;
-mod twin;
 
 use std::process::ExitCode;
 
@@ -23,8 +15,9 @@ use lowrank_optim::memory::format_bytes;
 use lowrank_optim::recipe::Recipe;
 use lowrank_optim::{MemoryReport, MomentPrecision, Router};
 
-use args::Args;
-use data::{Corpus, BYTE_VOCAB};
+use pretrain_llama::args::Args;
+use pretrain_llama::data::{Corpus, BYTE_VOCAB};
+use pretrain_llama::{compare, train};
 
 fn main() -> ExitCode {
     let args = Args::parse();

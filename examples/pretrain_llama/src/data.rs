@@ -140,7 +140,6 @@ fn splitmix64(state: &mut u64) -> u64 {
 
 /// The non-overlapping `window`-token sequences of `tokens`, in an order shuffled once from
 /// `seed` (Fisher–Yates).
-#[allow(dead_code)] // Used by examples/learner.rs, which includes this module.
 pub fn shuffled_windows(tokens: &[u32], window: usize, seed: u64) -> Vec<Vec<i64>> {
     let mut out: Vec<Vec<i64>> = tokens
         .chunks_exact(window)

@@ -1,5 +1,5 @@
 //! The model's training and validation steps for burn-train's `Learner`, and the batcher that
-//! stacks token sequences (used by `examples/learner.rs` and `benches/learner.rs`).
+//! stacks token sequences (used by the `learner` binary and `benches/learner.rs`).
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Device, Int, Tensor, TensorData};

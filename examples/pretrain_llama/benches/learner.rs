@@ -4,15 +4,6 @@
 //! metrics, its threads) costs per epoch.
 //! Run: `cargo bench --bench learner`; compare `learner` to `own_loop`.
 
-#[allow(dead_code)]
-#[path = "../examples/pretrain_llama/data.rs"]
-mod data;
-#[path = "../examples/pretrain_llama/learner_steps.rs"]
-mod learner_steps;
-#[allow(dead_code)]
-#[path = "../examples/pretrain_llama/model.rs"]
-mod model;
-
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
@@ -26,6 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use learner_steps::TokenBatcher;
 use lowrank_optim::{GaLoreConfig, Router};
 use model::{Llama, LlamaDims};
+use pretrain_llama::{data, learner_steps, model};
 
 const SEQ: usize = 64;
 const BATCH: usize = 8;
@@ -41,7 +33,8 @@ fn bench_learner_epoch(c: &mut Criterion) {
         ffn: 172,
         max_seq: SEQ,
     };
-    let text = std::fs::read_to_string("data/shakespeare.txt").expect("bundled text");
+    let text = std::fs::read_to_string(pretrain_llama::repo_path("data/shakespeare.txt"))
+        .expect("bundled text");
     let tokens: Vec<i64> = text.bytes().map(i64::from).collect();
     let items: Vec<Vec<i64>> = tokens
         .chunks_exact(SEQ + 1)

@@ -4,19 +4,13 @@
 //! same SwitchLoRA model and optimizer without switching (plain LoRA).
 //! Run: `cargo bench --bench train_step`; compare each recipe's time to `adamw`'s.
 
-#[allow(dead_code)]
-#[path = "../examples/pretrain_llama/data.rs"]
-mod data;
-#[allow(dead_code)]
-#[path = "../examples/pretrain_llama/model.rs"]
-mod model;
-
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use criterion::{criterion_group, criterion_main, Criterion};
 use lowrank_optim::clip::clip_grad_norm;
 use lowrank_optim::recipe::Recipe;
 use lowrank_optim::Router;
+use pretrain_llama::{data, model};
 
 fn bench_train_step(c: &mut Criterion) {
     let device = Device::default().autodiff();
@@ -29,7 +23,8 @@ fn bench_train_step(c: &mut Criterion) {
         ffn: 344,
         max_seq: 128,
     };
-    let text = std::fs::read_to_string("data/shakespeare.txt").expect("bundled text");
+    let text = std::fs::read_to_string(pretrain_llama::repo_path("data/shakespeare.txt"))
+        .expect("bundled text");
     let corpus = data::Corpus::from_text(&text, 0.1, 129).unwrap();
     let mut group = c.benchmark_group("train_step_tiny");
     group.sample_size(10);
@@ -47,7 +42,10 @@ fn bench_train_step(c: &mut Criterion) {
     ];
     for name in names {
         let file = if name == "lora" { "switchlora" } else { name };
-        let mut recipe = Recipe::load(format!("optimizers/{file}.toml")).unwrap();
+        let mut recipe = Recipe::load(pretrain_llama::repo_path(&format!(
+            "optimizers/{file}.toml"
+        )))
+        .unwrap();
         // The preset's rank, as the example uses it (APOLLO-Mini keeps rank 1, FRUGAL its rho).
         let rank = recipe.table.get("rank").and_then(|v| v.as_integer());
         if rank.is_some_and(|r| r > 1) {

@@ -3,18 +3,8 @@
 //! every epoch, and resume. The optimizer is what `Router::build` returns: a plain
 //! `ModuleOptimizer`, so nothing else changes.
 //!
-//! Run: `cargo run --release --example learner`; continue an earlier run from the checkpoint of
-//! its epoch 2 with `cargo run --release --example learner -- --resume 2`.
-
-// The pretraining example's modules hold more than this one uses.
-#[allow(dead_code)]
-#[path = "pretrain_llama/data.rs"]
-mod data;
-#[path = "pretrain_llama/learner_steps.rs"]
-mod learner_steps;
-#[allow(dead_code)]
-#[path = "pretrain_llama/model.rs"]
-mod model;
+//! Run: `cargo run --release --bin learner`; continue an earlier run from the checkpoint of
+//! its epoch 2 with `cargo run --release --bin learner -- --resume 2`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,9 +20,9 @@ use burn_train::{Learner, SupervisedTraining};
 use clap::Parser;
 use lowrank_optim::{GaLoreConfig, Router};
 
-use data::{shuffled_windows, Corpus, BYTE_VOCAB};
-use learner_steps::TokenBatcher;
-use model::LlamaDims;
+use pretrain_llama::data::{shuffled_windows, Corpus, BYTE_VOCAB};
+use pretrain_llama::learner_steps::TokenBatcher;
+use pretrain_llama::model::LlamaDims;
 
 /// Train a small LLaMA with GaLore through burn-train's Learner.
 #[derive(Parser, Debug)]

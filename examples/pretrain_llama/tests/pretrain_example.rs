@@ -1,23 +1,8 @@
 //! The pretraining example's parts: model causality and shapes, data splitting and batching,
 //! exact resume, and the errors a user sees for bad input.
-#![allow(dead_code)] // The example's modules hold more than these tests use.
 
-#[path = "../examples/pretrain_llama/args.rs"]
-mod args;
-#[path = "../examples/pretrain_llama/compare.rs"]
-mod compare;
-#[path = "../examples/pretrain_llama/data.rs"]
-mod data;
-#[path = "../examples/pretrain_llama/model.rs"]
-mod model;
-#[path = "../examples/pretrain_llama/report.rs"]
-mod report;
-#[path = "../examples/pretrain_llama/train.rs"]
-mod train;
-#[path = "../examples/pretrain_llama/twin.rs"]
-mod twin;
-
-mod common;
+use pretrain_llama::{args, compare, data, model, report, train};
+use test_support as common;
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -336,7 +321,7 @@ fn galore_every_2_steps() -> Recipe {
 }
 
 fn text_corpus() -> Corpus {
-    let text = std::fs::read_to_string("data/shakespeare.txt").unwrap();
+    let text = std::fs::read_to_string(pretrain_llama::repo_path("data/shakespeare.txt")).unwrap();
     Corpus::from_text(&text[..20_000], 0.1, 17).unwrap()
 }
 
@@ -438,7 +423,12 @@ fn grad_accum_steps_like_one_batch_of_all_the_micro_batches() {
 /// and FRUGAL's density keep theirs.
 #[test]
 fn the_runs_rank_replaces_a_recipes_fixed_rank() {
-    let load = |name: &str| Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+    let load = |name: &str| {
+        Recipe::load(pretrain_llama::repo_path(&format!(
+            "optimizers/{name}.toml"
+        )))
+        .unwrap()
+    };
     let (galore, replaced) = train::recipe_for_run(&load("galore"), 32);
     assert_eq!(replaced, Some(128));
     assert_eq!(
@@ -461,7 +451,12 @@ fn the_runs_rank_replaces_a_recipes_fixed_rank() {
 /// every step (DCT-AdamW) or has no subspace.
 #[test]
 fn the_proj_gap_option_replaces_a_recipes_interval() {
-    let load = |name: &str| Recipe::load(format!("optimizers/{name}.toml")).unwrap();
+    let load = |name: &str| {
+        Recipe::load(pretrain_llama::repo_path(&format!(
+            "optimizers/{name}.toml"
+        )))
+        .unwrap()
+    };
     let gap = |r: &Recipe| r.table.get("update_proj_gap").and_then(|v| v.as_integer());
     let (galore, replaced) = train::with_proj_gap(load("galore"), Some(50));
     assert_eq!((gap(&galore), replaced), (Some(50), Some(200)));
@@ -482,11 +477,12 @@ fn a_twin_export_holds_the_start_weights_batches_and_schedule() {
     let device = common::device().autodiff();
     let dir = tempdir("twin");
     let export = dir.join("start");
+    let recipe_path = pretrain_llama::repo_path("optimizers/galore.toml");
     let args = small_run(
         &dir,
         &[
             "--optimizer",
-            "optimizers/galore.toml",
+            recipe_path.to_str().unwrap(),
             "--export-twin",
             export.to_str().unwrap(),
             "--update-proj-gap",
@@ -495,7 +491,7 @@ fn a_twin_export_holds_the_start_weights_batches_and_schedule() {
     );
     let settings = args.settings(256).unwrap();
     let corpus = text_corpus();
-    let recipe = Recipe::load("optimizers/galore.toml").unwrap();
+    let recipe = Recipe::load(pretrain_llama::repo_path("optimizers/galore.toml")).unwrap();
     train::run(&args, &settings, &recipe, &corpus, &device).unwrap();
 
     // The weights the run started from: the same seed builds the same model.
