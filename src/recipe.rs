@@ -25,20 +25,18 @@
 //! weight_decay = 0.0
 //! ```
 //!
-//! Keys of the optimizer table: the subspace keys `rank`, `update_proj_gap`, `proj_type`,
-//! `projection`, `moment_policy`, `oversample`, `power_iters`, `seed`, `dct_norm` (l1 | l2),
-//! `dct_scoring` (auto | fft | matmul), `adaptive_gap`, `adaptive_gap_threshold`,
-//! `adaptive_gap_window`; Adam's `beta_1`, `beta_2`, `epsilon`, `weight_decay`, `moments`
-//! (f32 | q8 | q4; `[dense]` takes it too, and a top-level `moments` sets both),
-//! `min_quantized_len`; and per
-//! optimizer: `scale` (galore, fira, apollo), `gamma` and `scaling` (channel | tensor; fira,
-//! apollo), `scale_front` and `limiter` (apollo), `rho`, `residual` (sign_sgd | sgd | none),
-//! `proj_lr_scale` and `inactive_lr_scale` (frugal).
+//! The keys of an optimizer's table are the fields of its config and of the configs it nests
+//! ([`SubspaceConfig`](crate::SubspaceConfig)'s `rank`, `proj_type`, ...;
+//! [`AdamParams`](crate::adam::AdamParams)' `beta_1`, `moments`, ...; the optimizer's own
+//! `scale`, `gamma`, ...), read through the configs' serde; an enum's value is its variant in
+//! snake case. An unknown key is an error that lists every valid one. Spelled otherwise:
+//! FRUGAL's `rho` (the subspace density), `scaling`'s aliases `column` and `matrix`, and a
+//! top-level `moments`, which sets the optimizer's and `[dense]`'s.
 //!
-//! `[switchlora]` has no subspace: it takes `rank`, `seed`, the Adam keys, `interval`,
-//! `descent_fraction`, `freeze_steps` and `candidates` (host | device). Its recipe changes the
-//! model too: build the routed linears from [`Recipe::adapter`] and the optimizer with
-//! [`Recipe::build_with_switcher`].
+//! `[switchlora]` has no subspace: its keys are the switch schedule's (`interval`,
+//! `descent_fraction`, `freeze_steps`, `seed`), Adam's, and the adapters' `rank` and
+//! `candidates` (host | device). Its recipe changes the model too: build the routed linears
+//! from [`Recipe::adapter`] and the optimizer with [`Recipe::build_with_switcher`].
 //!
 //! A subspace optimizer joins the recipes with a [`RecipeOptimizer`] variant and a
 //! [`RecipeTable`] implementation (in `tables.rs`).

@@ -1,19 +1,19 @@
 //! One optimizer table of a [recipe](crate::recipe) (`[galore]`, `[fira]`, ...) and how a
-//! config reads it: the subspace and Adam keys every subspace optimizer shares are read here
-//! once, each optimizer reads its own keys (from a struct with `deny_unknown_fields`, so a
-//! stray key is named in the error) in its [`RecipeTable`] implementation.
+//! config reads it: through the config types' own serde, so a table's keys are the config's
+//! fields and those of the configs it nests (`rank` is `subspace.rank`, `beta_1` is
+//! `adam.beta_1`), never listed by hand.
+
+use std::collections::BTreeMap;
 
 use burn::optim::ModuleOptimizer;
-use serde::de::{self, DeserializeOwned, Visitor};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::RecipeOptimizer;
-use crate::adam::AdamParams;
 use crate::error::{Error, Result};
 use crate::groups::{MatrixOptimizer, ParamInfo, Router};
 use crate::memory::StateFootprint;
 use crate::optim::DenseOptimizer;
-use crate::projection::SubspaceConfig;
 
 /// A subspace optimizer's config as a recipe table.
 pub trait RecipeTable: Sized {
@@ -68,37 +68,6 @@ pub struct Table {
     keys: toml::Table,
 }
 
-/// The subspace keys (see the [recipe](super) docs); applied onto a [`SubspaceConfig`].
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubspaceKeys {
-    rank: Option<usize>,
-    update_proj_gap: Option<usize>,
-    proj_type: Option<String>,
-    projection: Option<String>,
-    moment_policy: Option<String>,
-    oversample: Option<usize>,
-    power_iters: Option<usize>,
-    seed: Option<u64>,
-    dct_norm: Option<String>,
-    dct_scoring: Option<String>,
-    adaptive_gap: Option<bool>,
-    adaptive_gap_threshold: Option<f32>,
-    adaptive_gap_window: Option<usize>,
-}
-
-/// Adam's keys, shared by every optimizer table.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdamKeys {
-    beta_1: Option<f32>,
-    beta_2: Option<f32>,
-    epsilon: Option<f32>,
-    weight_decay: Option<f32>,
-    moments: Option<String>,
-    min_quantized_len: Option<usize>,
-}
-
 /// The choices of a `moments` key.
 pub(crate) const MOMENTS_EXPECTED: &str = "one of f32, q8, q4";
 
@@ -114,11 +83,18 @@ pub(crate) fn variant<T: DeserializeOwned>(
         value: format!("\"{value}\""),
         expected,
     };
+    let camel = camel_case(value).ok_or_else(invalid)?;
+    T::deserialize(toml::Value::String(camel)).map_err(|_| invalid())
+}
+
+/// A variant's name from its snake-case spelling (`reverse_std` is `ReverseStd`, `q8` is `Q8`);
+/// `None` unless `value` is snake case.
+fn camel_case(value: &str) -> Option<String> {
     let snake = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
     if value.is_empty() || !value.chars().all(snake) {
-        return Err(invalid());
+        return None;
     }
-    let camel: String = (value.split('_'))
+    let camel = (value.split('_'))
         .map(|word| {
             let mut chars = word.chars();
             chars.next().map_or(String::new(), |first| {
@@ -126,7 +102,33 @@ pub(crate) fn variant<T: DeserializeOwned>(
             })
         })
         .collect();
-    T::deserialize(toml::Value::String(camel)).map_err(|_| invalid())
+    Some(camel)
+}
+
+/// `message` with every back-quoted variant name in snake case, as a recipe spells it
+/// (serde's "expected one of `Svd`, `RandomOrthogonal`" reads "`svd`, `random_orthogonal`").
+fn snake_case_names(message: &str) -> String {
+    let mut out = String::new();
+    for (k, part) in message.split('`').enumerate() {
+        if k % 2 == 1 && part.chars().all(|c| c.is_ascii_alphanumeric()) {
+            out.push('`');
+            for (i, c) in part.char_indices() {
+                let after_lower = i > 0 && !part[..i].ends_with(|p: char| p.is_ascii_uppercase());
+                if c.is_ascii_uppercase() && after_lower {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out.push('`');
+        } else if k % 2 == 1 {
+            out.push('`');
+            out.push_str(part);
+            out.push('`');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 impl Table {
@@ -153,39 +155,76 @@ impl Table {
         self.keys.insert(key.to_string(), value.into());
     }
 
-    /// The keys of this table that `T` reads, deserialized (`T` denies unknown fields).
-    fn read<T: DeserializeOwned>(&self, keys: impl Fn(&str) -> bool) -> Result<T> {
-        let picked: toml::Table = (self.keys.iter())
-            .filter(|(k, _)| keys(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        T::deserialize(toml::Value::Table(picked)).map_err(|e| Error::Recipe {
+    /// `config` with this table's keys applied, through the config types' own serde: a key
+    /// names a field of the config or of a config it nests (`rank` is `subspace.rank`,
+    /// `beta_1` is `adam.beta_1`), and an enum's value is its variant's name in snake case.
+    /// `own` are keys the caller reads itself (skipped here, and valid); `fixed` are fields no
+    /// recipe sets. Any other key is an error naming it and every valid key; a bad value, an
+    /// error naming its key.
+    pub(crate) fn apply<C: Serialize + DeserializeOwned>(
+        &self,
+        config: C,
+        own: &[&str],
+        fixed: &[&str],
+    ) -> Result<C> {
+        let error = |reason: String| Error::Recipe {
             file: format!("[{}]", self.name),
-            reason: e.to_string(),
-        })
-    }
-
-    /// The optimizer's own keys: every key but the subspace and Adam ones.
-    pub(crate) fn own<T: DeserializeOwned>(&self) -> Result<T> {
-        let (subspace, adam) = (fields::<SubspaceKeys>(), fields::<AdamKeys>());
-        self.read(|k| !subspace.contains(&k) && !adam.contains(&k))
-            .map_err(|e| match e {
-                Error::Recipe { file, reason } => Error::Recipe {
-                    file,
-                    reason: format!(
-                        "{reason}, or a subspace key ({}), or an Adam key ({})",
-                        subspace.join(", "),
-                        adam.join(", ")
-                    ),
-                },
-                other => other,
-            })
-    }
-
-    /// Every key but the Adam ones (for a table without subspace keys).
-    pub(crate) fn all_but_adam<T: DeserializeOwned>(&self) -> Result<T> {
-        let adam = fields::<AdamKeys>();
-        self.read(|k| !adam.contains(&k))
+            reason,
+        };
+        let mut fields = match toml::Value::try_from(&config) {
+            Ok(toml::Value::Table(fields)) => fields,
+            _ => return Err(error("the config has no table form".into())),
+        };
+        // Each key's path: a field, or a field of a nested config.
+        let mut paths: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+        for (name, value) in &fields {
+            match value {
+                toml::Value::Table(nested) => {
+                    for leaf in nested.keys() {
+                        paths.insert(leaf.clone(), (name.clone(), Some(leaf.clone())));
+                    }
+                }
+                _ => {
+                    paths.insert(name.clone(), (name.clone(), None));
+                }
+            }
+        }
+        paths.retain(|key, _| !fixed.contains(&key.as_str()));
+        let mut config = config;
+        for (key, value) in self.keys.iter().filter(|(k, _)| !own.contains(&k.as_str())) {
+            let Some((field, leaf)) = paths.get(key) else {
+                let mut valid: Vec<&str> = paths.keys().map(String::as_str).collect();
+                valid.extend(own);
+                valid.sort_unstable();
+                return Err(error(format!(
+                    "unknown key `{key}`: the keys of [{}] are {}",
+                    self.name,
+                    valid.join(", ")
+                )));
+            };
+            let slot = match leaf {
+                Some(leaf) => fields
+                    .get_mut(field)
+                    .and_then(toml::Value::as_table_mut)
+                    .and_then(|nested| nested.get_mut(leaf)),
+                None => fields.get_mut(field),
+            }
+            .expect("a path read from the config's own fields");
+            *slot = match (&*slot, value) {
+                // An enum: its variant, spelled in snake case.
+                (toml::Value::String(_), toml::Value::String(v)) => {
+                    toml::Value::String(camel_case(v).unwrap_or_else(|| v.clone()))
+                }
+                _ => value.clone(),
+            };
+            config = C::deserialize(toml::Value::Table(fields.clone())).map_err(|e| {
+                error(format!(
+                    "{key} = {value}: {}",
+                    snake_case_names(e.message())
+                ))
+            })?;
+        }
+        Ok(config)
     }
 
     /// Rejects a `rank` above `min(m, n)` of a routed matrix (the optimizers themselves clamp
@@ -212,104 +251,4 @@ impl Table {
         }
         Ok(())
     }
-
-    /// Applies the Adam keys onto `adam`.
-    pub(crate) fn apply_adam(&self, adam: &mut AdamParams) -> Result<()> {
-        let names = fields::<AdamKeys>();
-        let keys: AdamKeys = self.read(|k| names.contains(&k))?;
-        adam.beta_1 = keys.beta_1.unwrap_or(adam.beta_1);
-        adam.beta_2 = keys.beta_2.unwrap_or(adam.beta_2);
-        adam.epsilon = keys.epsilon.unwrap_or(adam.epsilon);
-        adam.weight_decay = keys.weight_decay.unwrap_or(adam.weight_decay);
-        adam.min_quantized_len = keys.min_quantized_len.unwrap_or(adam.min_quantized_len);
-        if let Some(v) = &keys.moments {
-            adam.moments = variant("moments", v, MOMENTS_EXPECTED)?;
-        }
-        Ok(())
-    }
-
-    /// Applies the keys every subspace optimizer shares: the subspace's and Adam's.
-    pub(crate) fn apply_shared(
-        &self,
-        subspace: &mut SubspaceConfig,
-        adam: &mut AdamParams,
-    ) -> Result<()> {
-        self.apply_subspace(subspace)?;
-        self.apply_adam(adam)
-    }
-
-    /// Applies the subspace keys onto `c`.
-    fn apply_subspace(&self, c: &mut SubspaceConfig) -> Result<()> {
-        let names = fields::<SubspaceKeys>();
-        let k: SubspaceKeys = self.read(|k| names.contains(&k))?;
-        c.rank = k.rank.unwrap_or(c.rank);
-        c.update_proj_gap = k.update_proj_gap.unwrap_or(c.update_proj_gap);
-        if let Some(v) = &k.proj_type {
-            let expected = "one of std, reverse_std, left, right, full";
-            c.proj_type = variant("proj_type", v, expected)?;
-        }
-        if let Some(v) = &k.projection {
-            let expected = "one of svd, randomized, dct, gaussian, random_orthogonal, \
-                            coordinates, block (frugal only)";
-            c.projection = variant("projection", v, expected)?;
-        }
-        if let Some(v) = &k.moment_policy {
-            c.moment_policy = variant("moment_policy", v, "one of keep, reset, rotate")?;
-        }
-        if let Some(v) = &k.dct_norm {
-            c.dct_norm = variant("dct_norm", v, "one of l1, l2")?;
-        }
-        if let Some(v) = &k.dct_scoring {
-            c.dct_scoring = variant("dct_scoring", v, "one of auto, fft, matmul")?;
-        }
-        c.oversample = k.oversample.unwrap_or(c.oversample);
-        c.power_iters = k.power_iters.unwrap_or(c.power_iters);
-        c.seed = k.seed.unwrap_or(c.seed);
-        c.adaptive_gap = k.adaptive_gap.unwrap_or(c.adaptive_gap);
-        c.adaptive_gap_threshold = k.adaptive_gap_threshold.unwrap_or(c.adaptive_gap_threshold);
-        c.adaptive_gap_window = k.adaptive_gap_window.unwrap_or(c.adaptive_gap_window);
-        Ok(())
-    }
-}
-
-/// The field names of a `#[derive(Deserialize)]` struct, as serde hands them to a
-/// deserializer, so key lists are never written twice.
-fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
-    struct Capture(&'static [&'static str]);
-    #[derive(Debug)]
-    struct Stop;
-    impl core::fmt::Display for Stop {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            f.write_str("field names captured")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl de::Error for Stop {
-        fn custom<M: core::fmt::Display>(_: M) -> Self {
-            Stop
-        }
-    }
-    impl<'de> de::Deserializer<'de> for &mut Capture {
-        type Error = Stop;
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> core::result::Result<V::Value, Stop> {
-            Err(Stop)
-        }
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            fields: &'static [&'static str],
-            _visitor: V,
-        ) -> core::result::Result<V::Value, Stop> {
-            self.0 = fields;
-            Err(Stop)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-            identifier ignored_any
-        }
-    }
-    let mut capture = Capture(&[]);
-    let _ = T::deserialize(&mut capture);
-    capture.0
 }

@@ -6,8 +6,8 @@ use burn::nn::{Linear, LinearConfig};
 use lowrank_optim::recipe::{Recipe, RecipeOptimizer};
 use lowrank_optim::switchlora::{CandidatePlacement, SwitchLoraLinearConfig};
 use lowrank_optim::{
-    ApolloConfig, Error, FiraConfig, FrugalConfig, GaLoreConfig, MomentPolicy, ProjectionMethod,
-    Residual, Router, ScaleGranularity,
+    ApolloConfig, Error, FiraConfig, FrugalConfig, GaLoreConfig, MomentPolicy, MomentPrecision,
+    ProjType, ProjectionMethod, Residual, Router, ScaleGranularity,
 };
 
 fn reason(result: Result<Recipe, Error>) -> String {
@@ -145,6 +145,72 @@ fn unknown_keys_are_rejected_by_name() {
         "optimizer = 'galore'\nlr = 0.01\nwarmup = 0.1",
     ));
     assert!(why.contains("warmup"), "{why}");
+}
+
+/// A table's keys are its config's fields and those of the configs it nests, read through
+/// the configs' serde: an unknown key is named with every valid one, a bad enum value with the
+/// variants in snake case, and a field the run sets (SwitchLoRA's `total_steps`) is no key.
+#[test]
+fn table_keys_are_the_config_fields() {
+    let galore = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'galore'\nlr = 0.01\n[galore]\nrnak = 4",
+    ));
+    for key in [
+        "rank",
+        "proj_type",
+        "beta_1",
+        "moments",
+        "scale",
+        "adaptive_gap_window",
+    ] {
+        assert!(
+            galore.contains(&format!(" {key},")) || galore.ends_with(key),
+            "{key}: {galore}"
+        );
+    }
+    assert!(!galore.contains("gamma"), "{galore}");
+    let fira = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'fira'\nlr = 0.01\n[fira]\nrnak = 4",
+    ));
+    assert!(fira.contains("gamma") && fira.contains("scaling"), "{fira}");
+
+    let bad_enum = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'galore'\nlr = 0.01\n[galore]\nprojection = 'qr'",
+    ));
+    assert!(bad_enum.contains("projection = \"qr\""), "{bad_enum}");
+    assert!(bad_enum.contains("`random_orthogonal`"), "{bad_enum}");
+    let bad_type = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'fira'\nlr = 0.01\n[fira]\ngamma = 'x'",
+    ));
+    assert!(
+        bad_type.starts_with("in [fira]: gamma = \"x\""),
+        "{bad_type}"
+    );
+
+    let steps = reason(Recipe::from_toml_str(
+        "r",
+        "optimizer = 'switchlora'\nlr = 0.01\n[switchlora]\ntotal_steps = 5",
+    ));
+    assert!(steps.contains("unknown key `total_steps`"), "{steps}");
+    assert!(
+        steps.contains("interval") && steps.contains("candidates"),
+        "{steps}"
+    );
+
+    // Values reach the nested configs.
+    let text = "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 7\nbeta_2 = 0.9\n\
+                proj_type = 'reverse_std'\nmoments = 'q4'\nscale = 0.5";
+    let c = Recipe::from_toml_str("r", text)
+        .unwrap()
+        .config::<GaLoreConfig>()
+        .unwrap();
+    assert_eq!((c.subspace.rank, c.adam.beta_2, c.scale), (7, 0.9, 0.5));
+    assert_eq!(c.subspace.proj_type, ProjType::ReverseStd);
+    assert_eq!(c.adam.moments, MomentPrecision::Q4);
 }
 
 #[test]

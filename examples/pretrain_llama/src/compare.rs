@@ -75,7 +75,7 @@ fn best_on_edge(tried: &[(f64, Option<f64>)]) -> Option<(f64, f64)> {
 
 /// The lr to try next when the best of `tried` is on the edge of what was tried: one more step
 /// beyond it, by the ratio between it and its neighbour in the grid. `None` when the best is not
-/// on the edge (see [`best_on_edge`]) or the next would exceed 1 (the largest lr a run takes).
+/// on the edge (see `best_on_edge`) or the next would exceed 1 (the largest lr a run takes).
 pub fn beyond_edge(tried: &[(f64, Option<f64>)]) -> Option<f64> {
     let (edge, neighbour) = best_on_edge(tried)?;
     Some(three_digits(edge * edge / neighbour)).filter(|&lr| lr <= 1.0)
