@@ -45,7 +45,8 @@ started=$SECONDS
 device_name="$(vulkaninfo --summary 2>/dev/null | sed -n 's/^ *deviceName *= *//p' | head -1 || true)"
 
 section "tests on wgpu (${tests[*]:-every test})"
-cargo test "${profile[@]}" --features "$features" "${tests[@]}" 2>&1 | grep -E '^test result|FAILED|panicked' >&2
+cargo test "${profile[@]}" --features "$features" "${tests[@]}" -- --test-threads=1 2>&1 \
+  | grep -E '^test result|FAILED|panicked' >&2
 
 section "training step: $preset"
 cargo run "${profile[@]}" --features "$features" --bin device_step -- \
