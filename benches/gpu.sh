@@ -59,10 +59,10 @@ bench() {
   if $quick; then
     # The quick run checks that the bench runs (criterion's test mode: one case once, in the
     # dev profile), without timing it.
-    cargo test --features "$features" --bench "$name" -- "$filter" 2>&1 \
+    cargo test --features "$features,internals" --bench "$name" -- "$filter" 2>&1 \
       | grep -E 'Success|Testing' | tail -3 >&2
   else
-    cargo bench --features "$features" --bench "$name" -- "${bench_time[@]}" 2>&1 \
+    cargo bench --features "$features,internals" --bench "$name" -- "${bench_time[@]}" 2>&1 \
       | grep -E '^[a-z_0-9/x -]+$|time:' | sed 's/^ *//' > "$out/$name.txt"
   fi
 }

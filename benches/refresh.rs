@@ -2,7 +2,7 @@
 //! exact SVD (host, faer) against randomized SVD (sketch matmuls on the device, small QR/SVD on
 //! the host) and the SVD-free DCT selection (fast DCT of every row on the host, L1 column
 //! scores, top-r), on a gradient-like matrix with singular values ~ 1/i. Prints the fraction of
-//! the exact top-r energy `||G P||²` each variant captures. Run: `cargo bench --bench refresh`;
+//! the exact top-r energy `||G P||²` each variant captures. Run: `cargo bench --features internals --bench refresh`;
 //! `REFRESH_BENCH_QUICK=1` swaps in one small shape (344x128, r = 32) for an end-to-end check on a
 //! slow device (`benches/gpu.sh --quick`), since the set-up computes every shape's bases.
 

@@ -40,18 +40,9 @@ pub enum DctScoring {
 /// Shared DCT matrices, one per `(size, device)`.
 static CACHE: Mutex<Vec<(usize, Device, Tensor<2>)>> = Mutex::new(Vec::new());
 
-/// The orthonormal DCT matrix `Q` of size `n` on `device`, built on first use and shared.
-///
-/// ```
-/// use burn::tensor::Device;
-/// use lowrank_optim::projection::dct_matrix;
-///
-/// let q = dct_matrix(8, &Device::default());
-/// let identity = q.clone().matmul(q.transpose());
-/// let diagonal: f32 = identity.slice([0..1, 0..1]).into_scalar();
-/// assert!((diagonal - 1.0).abs() < 1e-5);
-/// ```
-pub fn dct_matrix(n: usize, device: &Device) -> Tensor<2> {
+/// The orthonormal DCT matrix `Q` of size `n` on `device`, built on first use and shared
+/// (checked against the formula, and for orthonormality, in this file's tests).
+pub(crate) fn dct_matrix(n: usize, device: &Device) -> Tensor<2> {
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, _, q)) = cache.iter().find(|(size, d, _)| *size == n && d == device) {
         return q.clone();
@@ -83,7 +74,7 @@ fn dct_values(n: usize) -> Vec<f32> {
 ///
 /// Row `g` maps to `g Q`, an orthonormal DCT-III, computed as `sqrt(2/n) · dct3(g')` where
 /// `g'` is `g` with its first entry times `sqrt(2)` (`rustdct` does not normalize).
-pub fn fast_dct_scores(values: &[f32], n: usize, norm: DctNorm) -> Vec<f64> {
+pub(crate) fn fast_dct_scores(values: &[f32], n: usize, norm: DctNorm) -> Vec<f64> {
     let plan = DctPlanner::<f32>::new().plan_dct3(n);
     let scale = (2.0 / n as f32).sqrt();
     let rows_per_chunk = (values.len() / n).div_ceil(rayon::current_num_threads().max(1));
@@ -161,4 +152,44 @@ pub fn select_dct_columns(
 ) -> Tensor<1, Int> {
     let (_, indices) = scores(grad, norm, scoring).topk_with_indices(rank, 0);
     indices.sort(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_support::{device, Dense, TestRng};
+
+    /// Column scores of `G Q` in f64.
+    fn reference_scores(g: &Dense, norm: DctNorm) -> Vec<f64> {
+        test_support::dct_column_scores(g, norm == DctNorm::L1)
+    }
+
+    #[test]
+    fn dct_matrix_matches_the_formula_and_is_orthonormal() {
+        for n in [1, 5, 16, 37] {
+            let q = Dense::from_tensor(&dct_matrix(n, &device()));
+            assert!(q.max_abs_diff(&Dense::orthonormal_dct(n)) < 1e-6, "n = {n}");
+            let gram = q.t().matmul(&q);
+            assert!(gram.max_abs_diff(&Dense::identity(n)) < 1e-5, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn fast_dct_scores_equal_the_matmul_scores() {
+        let mut rng = TestRng::new(3);
+        for (m, n) in [(7, 16), (5, 37), (3, 1), (64, 48)] {
+            let g = rng.dense(m, n);
+            let values: Vec<f32> = g.data.iter().map(|&x| x as f32).collect();
+            for norm in [DctNorm::L1, DctNorm::L2] {
+                let fast = fast_dct_scores(&values, n, norm);
+                let want = reference_scores(&g, norm);
+                for (j, (a, b)) in fast.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() < 1e-4 * b.max(1.0),
+                        "{m}x{n} {norm:?} column {j}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
 }

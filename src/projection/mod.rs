@@ -31,8 +31,12 @@ mod transport;
 
 pub use basis::Basis;
 pub use config::SubspaceConfig;
-pub use dct::{dct_matrix, fast_dct_scores, select_dct_columns, DctNorm, DctScoring};
+pub use dct::{DctNorm, DctScoring};
 pub use manager::{BlockStep, Prepared, SubspaceManager};
+// The SVDs and the DCT column choice a refresh runs, public only for the refresh bench.
+#[cfg(feature = "internals")]
+pub use dct::select_dct_columns;
+#[cfg(feature = "internals")]
 pub use svd::{exact_svd_basis, randomized_svd_basis, HostMatrix};
 
 use burn::config::Config;
@@ -130,7 +134,7 @@ pub enum ProjectionMethod {
     /// the manager. At 2736x1024, r = 256: 6.5x faster than `Svd`, 99.8% of its top-r energy.
     Randomized,
     /// SVD-free: the `r` columns of the shared orthonormal DCT matrix best aligned with the
-    /// gradient (see [`select_dct_columns`]); a matrix stores `r` indices.
+    /// gradient (see `select_dct_columns`); a matrix stores `r` indices.
     Dct,
     /// A seeded Gaussian `N(0, 1/r)` matrix, not orthonormalized (APOLLO); stored as its seed.
     Gaussian,

@@ -69,16 +69,6 @@ pub(crate) fn canonicalize_signs(matrix: &mut HostMatrix) {
 /// Only the requested side is computed. Returns `None` if `rank > min(m, n)` or the SVD does
 /// not converge.
 ///
-/// ```
-/// use lowrank_optim::projection::{exact_svd_basis, HostMatrix};
-/// // diag(3, 2, 1): the top-2 right singular vectors are e1 and e2.
-/// let g = HostMatrix::from_fn(3, 3, |i, j| if i == j { 3.0 - i as f32 } else { 0.0 });
-/// let (left, right) = exact_svd_basis(g.as_ref(), 2, false, true).unwrap();
-/// let right = right.unwrap();
-/// assert!(left.is_none());
-/// assert_eq!((right[(0, 0)], right[(1, 1)], right[(2, 0)]), (1.0, 1.0, 0.0));
-/// assert!(exact_svd_basis(g.as_ref(), 4, false, true).is_none()); // rank above min(m, n)
-/// ```
 pub fn exact_svd_basis(
     g: MatRef<'_, f32>,
     rank: usize,
@@ -221,5 +211,19 @@ mod tests {
         assert_eq!((basis[(0, 0)], basis[(1, 0)]), (-0.6, 0.8));
         // A tie keeps the first one's sign: already positive, unchanged.
         assert_eq!((basis[(0, 1)], basis[(1, 1)]), (0.5, -0.5));
+    }
+
+    #[test]
+    fn the_exact_svd_computes_only_the_side_asked_for() {
+        // diag(3, 2, 1): the top-2 right singular vectors are e1 and e2.
+        let g = HostMatrix::from_fn(3, 3, |i, j| if i == j { 3.0 - i as f32 } else { 0.0 });
+        let (left, right) = exact_svd_basis(g.as_ref(), 2, false, true).unwrap();
+        let right = right.unwrap();
+        assert!(left.is_none());
+        assert_eq!(
+            (right[(0, 0)], right[(1, 1)], right[(2, 0)]),
+            (1.0, 1.0, 0.0)
+        );
+        assert!(exact_svd_basis(g.as_ref(), 4, false, true).is_none()); // rank above min(m, n)
     }
 }

@@ -1,6 +1,7 @@
 //! Properties of the projection-subspace manager, checked against a dense f64 reference.
 
 use crate::common;
+use common::FromBasis;
 
 use common::{captured_fraction, device, with_spectrum, Dense, PrepareFirst, TestRng};
 use lowrank_optim::adam::Moments;

@@ -3,6 +3,7 @@
 //! from ALGORITHMS.md, given the same projection matrix (read back from the optimizer state).
 
 use crate::common;
+use common::FromBasis;
 
 use burn::optim::Optimizer;
 use common::{Dense, TestRng};

@@ -2,28 +2,18 @@
 //! refresh gap, checked against a dense f64 reference written here.
 
 use crate::common;
+use common::FromBasis;
 
 use burn::optim::RecordState;
 use burn::optim::{StateSink, StateSource};
 use common::{device, Dense, PrepareFirst, TestRng};
 use lowrank_optim::adam::Moments;
-use lowrank_optim::projection::{
-    dct_matrix, fast_dct_scores, Basis, DctNorm, DctScoring, Subspace, SubspaceManager,
-};
+use lowrank_optim::projection::{Basis, DctNorm, DctScoring, Subspace, SubspaceManager};
 use lowrank_optim::{MomentPolicy, ProjType, ProjectionMethod, Side, SubspaceConfig};
 
 /// Column scores of `G Q` in f64.
 fn reference_scores(g: &Dense, norm: DctNorm) -> Vec<f64> {
-    let s = g.matmul(&Dense::orthonormal_dct(g.cols));
-    (0..s.cols)
-        .map(|j| {
-            let column = (0..s.rows).map(|i| s.at(i, j));
-            match norm {
-                DctNorm::L1 => column.map(f64::abs).sum(),
-                DctNorm::L2 => column.map(|x| x * x).sum::<f64>().sqrt(),
-            }
-        })
-        .collect()
+    common::dct_column_scores(g, norm == DctNorm::L1)
 }
 
 /// Indices of the `r` largest scores, ascending.
@@ -45,35 +35,6 @@ fn dct_config(rank: usize, scoring: DctScoring, norm: DctNorm) -> SubspaceConfig
         .with_projection(ProjectionMethod::Dct)
         .with_dct_scoring(scoring)
         .with_dct_norm(norm)
-}
-
-#[test]
-fn dct_matrix_matches_the_formula_and_is_orthonormal() {
-    for n in [1, 5, 16, 37] {
-        let q = Dense::from_tensor(&dct_matrix(n, &device()));
-        assert!(q.max_abs_diff(&Dense::orthonormal_dct(n)) < 1e-6, "n = {n}");
-        let gram = q.t().matmul(&q);
-        assert!(gram.max_abs_diff(&Dense::identity(n)) < 1e-5, "n = {n}");
-    }
-}
-
-#[test]
-fn fast_dct_scores_equal_the_matmul_scores() {
-    let mut rng = TestRng::new(3);
-    for (m, n) in [(7, 16), (5, 37), (3, 1), (64, 48)] {
-        let g = rng.dense(m, n);
-        let values: Vec<f32> = g.data.iter().map(|&x| x as f32).collect();
-        for norm in [DctNorm::L1, DctNorm::L2] {
-            let fast = fast_dct_scores(&values, n, norm);
-            let want = reference_scores(&g, norm);
-            for (j, (a, b)) in fast.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() < 1e-4 * b.max(1.0),
-                    "{m}x{n} {norm:?} column {j}: {a} vs {b}"
-                );
-            }
-        }
-    }
 }
 
 #[test]
