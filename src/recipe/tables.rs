@@ -83,14 +83,22 @@ impl ScaleGranularity {
     /// The value of a recipe's `scaling` key: `channel` (or `column`), `tensor` (or `matrix`).
     pub(crate) fn from_key(value: &toml::Value) -> crate::Result<Self> {
         let expected = "one of channel (column), tensor (matrix)";
-        let value = match value.as_str() {
-            Some("column") => "channel",
-            Some("matrix") => "tensor",
-            Some(other) => other,
-            None => "",
+        let written = spelled(value);
+        let name = match written.as_str() {
+            "column" => "channel",
+            "matrix" => "tensor",
+            other => other,
         };
-        variant("scaling", value, expected)
+        variant("scaling", name, expected)
     }
+}
+
+/// A key's value as the recipe wrote it: a string's text, anything else in TOML (so an error
+/// names `3`, not an empty string).
+fn spelled(value: &toml::Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string)
 }
 
 impl SwitchLoraConfig {
@@ -113,8 +121,8 @@ impl SwitchLoraConfig {
                 })?,
         };
         check::positive_count("rank", rank)?;
-        let candidates = match table.get("candidates").map(|v| v.as_str().unwrap_or("")) {
-            Some(v) => variant("candidates", v, "one of host, device")?,
+        let candidates = match table.get("candidates").map(spelled) {
+            Some(v) => variant("candidates", &v, "one of host, device")?,
             None => CandidatePlacement::Host,
         };
         Ok((c, Adapter { rank, candidates }))

@@ -201,6 +201,21 @@ fn table_keys_are_the_config_fields() {
         "{steps}"
     );
 
+    // A value that is not a string is named as written, not as an empty one.
+    for (text, written) in [
+        (
+            "optimizer = 'fira'\nlr = 0.01\n[fira]\nscaling = 3",
+            "\"3\"",
+        ),
+        (
+            "optimizer = 'switchlora'\nlr = 0.01\n[switchlora]\ncandidates = true",
+            "\"true\"",
+        ),
+    ] {
+        let why = reason(Recipe::from_toml_str("r", text));
+        assert!(why.contains(written), "{text:?}: {why}");
+    }
+
     // Values reach the nested configs.
     let text = "optimizer = 'galore'\nlr = 0.01\n[galore]\nrank = 7\nbeta_2 = 0.9\n\
                 proj_type = 'reverse_std'\nmoments = 'q4'\nscale = 0.5";
