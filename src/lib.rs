@@ -17,6 +17,8 @@
 //! - [`optim`]: GaLore, Fira, FRUGAL and APOLLO, each a small update rule run by one shared
 //!   [`SubspaceOptimizer`](optim::SubspaceOptimizer); and `DenseAdamW`, AdamW with quantizable
 //!   moments for the parameters kept dense.
+//! - [`guard`]: the one wrapper that skips a gradient holding a NaN or an infinity, around
+//!   every optimizer here (on the device, without a host read, on GPU backends).
 //! - [`projection`]: the subspace manager every projected optimizer shares (side, basis by exact
 //!   or randomized SVD, DCT columns, random matrices or coordinates, refresh schedule and
 //!   adaptive gap, what happens to the moments at a refresh).
@@ -61,6 +63,7 @@ pub mod adam;
 pub mod clip;
 mod error;
 pub mod groups;
+pub mod guard;
 mod matrix;
 pub mod memory;
 pub mod optim;
@@ -70,7 +73,6 @@ pub mod readback;
 pub mod recipe;
 mod rng;
 mod setters;
-mod skip;
 pub mod switchlora;
 
 pub use error::{Error, Result};

@@ -28,13 +28,6 @@ pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> bool {
     crate::readback::flag(tensor.clone().is_finite().all())
 }
 
-/// Logs an update skipped because its gradient is not finite.
-pub(crate) fn log_skip(dims: &[usize]) {
-    log::warn!(
-        "lowrank-optim: skipped the update of a {dims:?} parameter: its gradient holds NaN or infinity"
-    );
-}
-
 /// Panics with a clear message when restored state (`what`) does not have the shape the
 /// parameter needs, instead of failing later inside a tensor op.
 pub(crate) fn assert_state_fits(what: &str, state_dims: &[usize], expected_dims: &[usize]) {

@@ -29,8 +29,8 @@ use lowrank_optim::switchlora::{
     Switcher,
 };
 use lowrank_optim::{
-    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, MatrixOptimizer, ProjectionMethod,
-    Residual, Router, SubspaceState,
+    ApolloConfig, FiraConfig, FrugalConfig, GaLoreConfig, GaLoreState, MatrixOptimizer,
+    ProjectionMethod, Residual, Router, SubspaceState,
 };
 
 /// Burn draws initial weights from the device's global RNG: tests that seed it and build
@@ -205,18 +205,19 @@ fn state_devices<const D: usize>(state: &SubspaceState<D>) -> Vec<Device> {
 }
 
 impl<R: SubspaceRule> Optimizer for Placed<SubspaceOptimizer<R>> {
-    type State<const D: usize> = SubspaceState<D>;
+    type State<const D: usize> = GaLoreState<D>;
 
     fn step<const D: usize>(
         &self,
         lr: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<SubspaceState<D>>,
-    ) -> (Tensor<D>, Option<SubspaceState<D>>) {
+        state: Option<GaLoreState<D>>,
+    ) -> (Tensor<D>, Option<GaLoreState<D>>) {
         let device = grad.device();
-        let on_device =
-            |s: &Option<SubspaceState<D>>| s.iter().flat_map(state_devices).all(|d| d == device);
+        let on_device = |s: &Option<GaLoreState<D>>| {
+            s.iter().flat_map(|s| state_devices(s)).all(|d| d == device)
+        };
         let before = on_device(&state);
         let (tensor, state) = self.inner.step(lr, tensor, grad, state);
         let ok = before && on_device(&state);
@@ -224,7 +225,7 @@ impl<R: SubspaceRule> Optimizer for Placed<SubspaceOptimizer<R>> {
         (tensor, state)
     }
 
-    fn to_device<const D: usize>(state: SubspaceState<D>, device: &Device) -> SubspaceState<D> {
+    fn to_device<const D: usize>(state: GaLoreState<D>, device: &Device) -> GaLoreState<D> {
         SubspaceOptimizer::<R>::to_device(state, device)
     }
 }

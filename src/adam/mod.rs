@@ -12,6 +12,7 @@ mod stored;
 pub use stored::{QuantizedMoments, StoredMoments};
 
 use crate::error::check;
+use crate::guard::Coefficient;
 use crate::quant::{MomentFormat, MomentPrecision, MIN_QUANTIZED_LEN};
 use crate::RecordState;
 
@@ -134,52 +135,6 @@ impl AdamHyper {
     }
 }
 
-/// A per-step coefficient (a step size, a bias correction): a number on the host, or a
-/// one-element tensor on the device when the step count it depends on is only known there
-/// (see [`Moments::skipped`]).
-#[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)] // a tensor handle, moved, never boxed
-pub enum Coefficient {
-    /// Known on the host.
-    Host(f64),
-    /// A one-element tensor on the parameter's device.
-    Device(Tensor<1>),
-}
-
-impl Coefficient {
-    /// `x * c`.
-    pub fn times<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Coefficient::Host(c) => x.mul_scalar(*c),
-            Coefficient::Device(c) => x.mul(c.clone().reshape([1; D])),
-        }
-    }
-
-    /// `x + c`.
-    pub fn plus<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Coefficient::Host(c) => x.add_scalar(*c),
-            Coefficient::Device(c) => x.add(c.clone().reshape([1; D])),
-        }
-    }
-
-    /// `x / c`.
-    pub fn divides<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Coefficient::Host(c) => x.div_scalar(*c),
-            Coefficient::Device(c) => x.div(c.clone().reshape([1; D])),
-        }
-    }
-
-    /// `c * k`.
-    pub fn scaled(self, k: f64) -> Self {
-        match self {
-            Coefficient::Host(c) => Coefficient::Host(c * k),
-            Coefficient::Device(c) => Coefficient::Device(c.mul_scalar(k)),
-        }
-    }
-}
-
 /// `1 - beta^t` elementwise on the device.
 pub(crate) fn one_minus_power(beta: f32, t: Tensor<1>) -> Tensor<1> {
     t.mul_scalar((beta as f64).ln()).exp().neg().add_scalar(1.0)
@@ -189,9 +144,10 @@ pub(crate) fn one_minus_power(beta: f32, t: Tensor<1>) -> Tensor<1> {
 ///
 /// `step` counts the updates folded into these moments; a refresh with
 /// [`MomentPolicy::Reset`](crate::projection::MomentPolicy::Reset) restarts it at 0. On a
-/// non-CPU backend a step whose gradient is not finite is skipped on the device, without the
-/// host learning of it until it reads anyway (at a refresh): `step` then counts it too and
-/// `skipped` holds how many of `step` were skipped, so bias correction uses `step - skipped`.
+/// non-CPU backend the [`guard`](crate::guard) skips a non-finite gradient's update on the
+/// device, without the host learning of it until it reads anyway: `step` then counts it too
+/// and `skipped` (the guard's counter) holds how many of `step` were skipped, so bias
+/// correction uses `step - skipped`.
 ///
 /// ```
 /// use burn::tensor::{Device, Tensor};
@@ -213,8 +169,9 @@ pub struct Moments<const D: usize> {
     pub second: Tensor<D>,
     /// Updates counted into the averages; bias correction's `t` is `step - skipped`.
     pub step: usize,
-    /// Of `step`, the updates skipped on the device and not yet read back; `None`: none. Set
-    /// from the owning optimizer's state for a step, never stored with the moments.
+    /// Of `step`, the updates the guard skipped on the device and has not read back
+    /// ([`Skips::counter`](crate::guard::Skips::counter)); `None`: none. Set for a step, never
+    /// stored with the moments.
     pub skipped: Option<Tensor<1>>,
 }
 
@@ -229,22 +186,16 @@ impl<const D: usize> Moments<D> {
         }
     }
 
-    /// `host(t)` for the bias-correction count `t`, computed on the host when `t` is known
-    /// there; when [`skipped`](Self::skipped) is on the device, a one-element device tensor:
-    /// `host(step)` while nothing was skipped (the common case, bit for bit the host value),
-    /// `device(step - skipped)` otherwise.
+    /// `host(t)` for the bias-correction count `t = step - skipped`: on the host when nothing
+    /// was deferred; otherwise a one-element device tensor, `host(step)` while nothing was
+    /// skipped (bit for bit the host value), `device(step - skipped)` after a skip (see
+    /// [`guard`](crate::guard)).
     pub fn at_step(
         &self,
         host: impl Fn(i32) -> f64,
         device: impl Fn(Tensor<1>) -> Tensor<1>,
     ) -> Coefficient {
-        let exact = host(self.step as i32);
-        let Some(skipped) = &self.skipped else {
-            return Coefficient::Host(exact);
-        };
-        let t = skipped.clone().neg().add_scalar(self.step as f64);
-        let exact_value = Tensor::full([1], exact, &skipped.device());
-        Coefficient::Device(exact_value.mask_where(skipped.clone().greater_elem(0.0), device(t)))
+        crate::guard::at_step(self.step, self.skipped.as_ref(), host, device)
     }
 
     /// Folds one gradient into the averages: `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g²`.

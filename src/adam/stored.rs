@@ -4,6 +4,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::Moments;
+use crate::guard::{Finite, Select, Withdraw};
 use crate::quant::{
     dequantize, from_bytes, quantize, to_bytes, CodeMap, Codes, MomentFormat, MomentPrecision,
     Normalization, Scheme,
@@ -59,7 +60,7 @@ pub enum StoredMoments<const D: usize> {
 }
 
 impl<const D: usize> StoredMoments<D> {
-    /// `moments` in `format` (without [`Moments::skipped`], which the optimizer's state keeps).
+    /// `moments` in `format` (without [`Moments::skipped`], which the guard keeps).
     pub fn store(moments: Moments<D>, format: MomentFormat) -> Self {
         let dims = moments.dims();
         let Some(scheme) = format.scheme(&dims) else {
@@ -110,7 +111,7 @@ impl<const D: usize> StoredMoments<D> {
     }
 
     /// The same moments with `count` fewer updates counted (skipped ones read back).
-    pub(crate) fn withdraw(self, count: usize) -> Self {
+    pub(crate) fn uncounted(self, count: usize) -> Self {
         match self {
             StoredMoments::F32(m) => StoredMoments::F32(Moments {
                 step: m.step - count,
@@ -163,6 +164,33 @@ impl<const D: usize> StoredMoments<D> {
                 })
             }
         }
+    }
+}
+
+/// Codes and scales alike; the step count stays new (the guard withdraws skipped ones).
+impl<const D: usize> Select for StoredMoments<D> {
+    fn choose(self, old: Self, finite: &Finite) -> Self {
+        match (self, old) {
+            (StoredMoments::F32(new), StoredMoments::F32(old)) => StoredMoments::F32(Moments {
+                first: new.first.choose(old.first, finite),
+                second: new.second.choose(old.second, finite),
+                ..new
+            }),
+            (StoredMoments::Quantized(mut new), StoredMoments::Quantized(old)) => {
+                for (new, old) in [(&mut new.first, old.first), (&mut new.second, old.second)] {
+                    new.words = new.words.clone().choose(old.words, finite);
+                    new.scales = new.scales.clone().choose(old.scales, finite);
+                }
+                StoredMoments::Quantized(new)
+            }
+            (new, _) => new,
+        }
+    }
+}
+
+impl<const D: usize> Withdraw for StoredMoments<D> {
+    fn withdraw(self, skipped: &[usize]) -> Self {
+        self.uncounted(skipped[0])
     }
 }
 

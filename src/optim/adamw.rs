@@ -3,16 +3,14 @@
 //! moments are quantized, and the 8-bit / 4-bit AdamW baseline.
 
 use burn::config::Config;
-use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
 use crate::adam::StoredMoments;
 use crate::adam::{decay, one_minus_power, AdamParams, Moments};
-use crate::matrix::{assert_state_fits, log_skip};
+use crate::guard::{Guarded, GuardedState, Needs, Skips, Unguarded};
+use crate::matrix::assert_state_fits;
 use crate::memory::StateFootprint;
 use crate::setters::adam_setters;
-use crate::skip::Verdict;
-use crate::{RecordState, StateSink, StateSource};
 
 /// [`DenseAdamW`] configuration: Burn's `AdamWConfig` defaults (`eps = 1e-5`, weight decay
 /// `1e-4`) and the moments' precision.
@@ -49,7 +47,7 @@ impl DenseAdamWConfig {
     /// The bare optimizer, or the invalid field named.
     pub fn build(&self) -> crate::Result<DenseAdamW> {
         self.adam.validate()?;
-        Ok(DenseAdamW { adam: self.adam })
+        Ok(Guarded::wrap(DenseAdamWStep { adam: self.adam }))
     }
 
     /// A `ModuleOptimizer` with this AdamW on every parameter.
@@ -60,80 +58,55 @@ impl DenseAdamWConfig {
 
 /// Burn's AdamW, `W (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps)`, with moments stored at
 /// [`AdamParams::moments`]: at `Q8` it is bitsandbytes' `AdamW8bit` (blockwise, 256), at `Q4`
-/// torchao's `AdamW4bit` layout with rank-1 normalization of the second moment.
+/// torchao's `AdamW4bit` layout with rank-1 normalization of the second moment. A gradient
+/// holding a NaN or an infinity skips the update ([`guard`](crate::guard)).
+pub type DenseAdamW = Guarded<DenseAdamWStep>;
+
+/// [`DenseAdamW`] without its guard.
 #[derive(Clone, Debug)]
-pub struct DenseAdamW {
+pub struct DenseAdamWStep {
     adam: AdamParams,
 }
 
-/// Per-parameter state of [`DenseAdamW`]: the stored moments and the device's skip counter.
-///
-/// A checkpoint holds the moments' own layout ([`StoredMoments`]) with the applied updates
-/// only (a skip counter still on the device is read back and taken out of the step count).
-#[derive(Clone, Debug)]
-pub struct DenseAdamState<const D: usize> {
-    /// The moments at their precision.
-    pub moments: StoredMoments<D>,
-    /// Of the moments' step count, the updates skipped on the device (non-CPU backends; see
-    /// [`Moments::skipped`]); `None`: none.
-    pub skipped: Option<Tensor<1>>,
-}
+/// Per-parameter state of [`DenseAdamW`]: the moments at their precision (a checkpoint holds
+/// [`StoredMoments`]' own layout).
+pub type DenseAdamState<const D: usize> = GuardedState<StoredMoments<D>>;
 
-impl<const D: usize> DenseAdamState<D> {
-    /// Updates counted into the moments (skipped ones included).
-    pub fn step(&self) -> usize {
-        self.moments.step()
-    }
-}
+impl Unguarded for DenseAdamWStep {
+    type State<const D: usize> = StoredMoments<D>;
 
-impl<const D: usize> RecordState for DenseAdamState<D> {
-    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        let skipped = crate::skip::read_back(self.skipped.clone(), &self.moments.dims());
-        (self.moments.clone().withdraw(skipped)).state_flatten(prefix, out);
+    fn needs<const D: usize>(&self, _: &StoredMoments<D>, _: &Tensor<D>) -> Needs {
+        Needs::Nothing
     }
 
-    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let moments = StoredMoments::state_unflatten(prefix, src, device)?;
-        Some(Self {
-            moments,
-            skipped: None,
-        })
+    fn prepare<const D: usize>(
+        &self,
+        _weights: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<StoredMoments<D>>,
+        _skips: &mut Skips,
+    ) -> Option<StoredMoments<D>> {
+        if let Some(stored) = &state {
+            assert_state_fits("AdamW moments", &stored.dims(), &grad.dims());
+        }
+        state
     }
-}
 
-impl Optimizer for DenseAdamW {
-    type State<const D: usize> = DenseAdamState<D>;
-
-    fn step<const D: usize>(
+    fn update<const D: usize>(
         &self,
         lr: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let dims = grad.dims();
-        if dims.contains(&0) {
-            return (tensor, state);
-        }
-        if let Some(stored) = &state {
-            assert_state_fits("AdamW moments", &stored.moments.dims(), &dims);
-        }
-        let defer = crate::skip::on_device(&grad.device(), state.is_some());
-        let Some(verdict) = Verdict::check(&grad, defer) else {
-            log_skip(&dims);
-            return (tensor, state);
-        };
-        let (old, skipped) = match state {
-            Some(DenseAdamState { moments, skipped }) => (Some(moments), skipped),
-            None => (None, None),
-        };
+        state: Option<StoredMoments<D>>,
+        skips: &Skips,
+    ) -> (Tensor<D>, StoredMoments<D>) {
         let hyper = self.adam.hyper();
-        let loaded = match &old {
+        let loaded = match state {
             Some(stored) => Moments {
-                skipped: skipped.clone(),
-                ..stored.clone().load()
+                skipped: skips.counter(),
+                ..stored.load()
             },
-            None => Moments::zeros(dims, &grad.device()),
+            None => Moments::zeros(grad.dims(), &grad.device()),
         };
         let moments = loaded.update(grad, &hyper);
         let (b1, b2) = (hyper.beta_1, hyper.beta_2);
@@ -146,26 +119,21 @@ impl Optimizer for DenseAdamW {
         let m_hat = bias(b1).divides(moments.first.clone());
         let v_hat = bias(b2).divides(moments.second.clone());
         let update = m_hat.div(v_hat.sqrt().add_scalar(hyper.epsilon));
-        let updated = decay(tensor.clone(), lr, self.adam.weight_decay).sub(update.mul_scalar(lr));
-        let stored = StoredMoments::store(moments, self.adam.moment_format());
-        let state = DenseAdamState {
-            moments: verdict.keep_moments(stored, old),
-            skipped: verdict.skipped(skipped),
-        };
-        (verdict.keep(updated, tensor), Some(state))
+        let updated = decay(tensor, lr, self.adam.weight_decay).sub(update.mul_scalar(lr));
+        (
+            updated,
+            StoredMoments::store(moments, self.adam.moment_format()),
+        )
     }
 
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        DenseAdamState {
-            moments: state.moments.to_device(device),
-            skipped: state.skipped.map(|s| s.to_device(device)),
-        }
+    fn to_device<const D: usize>(state: StoredMoments<D>, device: &Device) -> StoredMoments<D> {
+        state.to_device(device)
     }
 }
 
 impl StateFootprint for DenseAdamW {
     fn state_bytes(&self, shape: &[usize], _ordinal: usize) -> usize {
-        self.adam.moment_format().pair_bytes(shape)
+        self.inner().adam.moment_format().pair_bytes(shape)
     }
 }
 

@@ -27,14 +27,16 @@ pub use galore::{GaLore, GaLoreConfig, GaLoreRule};
 pub use scaling::ScaleGranularity;
 pub use subspace::{
     DenseUpdate, MatrixStep, MatrixUpdate, SubspaceOptimizer, SubspaceRule, SubspaceState,
-    WeightDecay,
+    SubspaceStep, WeightDecay,
 };
 
-/// Per-parameter [`GaLore`] state.
-pub type GaLoreState<const D: usize> = SubspaceState<D>;
+use crate::guard::GuardedState;
+
+/// Per-parameter [`GaLore`] state: the guard's around a [`SubspaceState`].
+pub type GaLoreState<const D: usize> = GuardedState<SubspaceState<D>>;
 /// Per-parameter [`Fira`] state: GaLore's plus the limiter's previous norm.
-pub type FiraState<const D: usize> = SubspaceState<D>;
+pub type FiraState<const D: usize> = GuardedState<SubspaceState<D>>;
 /// Per-parameter [`Frugal`] state (moments are `None` while a block is state-free).
-pub type FrugalState<const D: usize> = SubspaceState<D>;
+pub type FrugalState<const D: usize> = GuardedState<SubspaceState<D>>;
 /// Per-parameter [`Apollo`] state: projected moments plus the limiter's previous norm.
-pub type ApolloState<const D: usize> = SubspaceState<D>;
+pub type ApolloState<const D: usize> = GuardedState<SubspaceState<D>>;

@@ -1,24 +1,23 @@
 //! The one `burn::optim::Optimizer` every subspace optimizer is: a [`SubspaceRule`] (the
-//! optimizer's own math) inside [`SubspaceOptimizer`] (everything the rules share).
+//! optimizer's own math) inside [`SubspaceStep`] (everything the rules share), inside the
+//! non-finite [`guard`](crate::guard).
 //!
-//! The scaffold owns the guards (empty tensors, non-finite gradients, restored state that does
-//! not fit), the split between matrices (projected through the [`SubspaceManager`]), FRUGAL's
-//! blocks and every other tensor (full-size moments), where weight decay goes, and the
+//! The scaffold owns the split between matrices (projected through the [`SubspaceManager`]),
+//! FRUGAL's blocks and every other tensor (full-size moments), where weight decay goes, and the
 //! per-parameter state record. A rule only turns a prepared gradient and its moments into an
 //! update.
 
-use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor};
 
 use crate::adam::StoredMoments;
 use crate::adam::{decay, AdamParams, Moments};
 use crate::error::{Error, Result};
 use crate::groups::MatrixOptimizer;
-use crate::matrix::{as_matrix, assert_state_fits, cast_rank, is_matrix_shape, log_skip};
+use crate::guard::{Finite, Guarded, Needs, Select, Skips, Unguarded, Withdraw};
+use crate::matrix::{as_matrix, assert_state_fits, cast_rank, is_matrix_shape};
 use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
-use crate::skip::Verdict;
-use crate::{RecordState, StateSink, StateSource};
+use crate::RecordState;
 
 /// Where an optimizer applies decoupled weight decay `W *= 1 - lr * wd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +105,9 @@ pub trait SubspaceRule: Clone + core::fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// Per-parameter state of a [`SubspaceOptimizer`].
-///
-/// Its checkpoint holds the applied updates only: a skip counter still on the device is read
-/// back and taken out of the step counts when the record is written, so a record is the same
-/// whichever backend wrote it.
-#[derive(Clone, Debug)]
+/// Per-parameter state of a [`SubspaceOptimizer`] (inside the guard's
+/// [`GuardedState`](crate::guard::GuardedState), which dereferences to it).
+#[derive(RecordState, Clone, Debug)]
 pub struct SubspaceState<const D: usize> {
     /// Adam moments: of the projected gradient for matrices, full-size otherwise, stored at the
     /// configured [`MomentPrecision`](crate::MomentPrecision); `None` while a parameter has no
@@ -121,47 +117,9 @@ pub struct SubspaceState<const D: usize> {
     pub subspace: Option<Subspace>,
     /// Norm of the previous scaled residual for the norm-growth limiter (Fira, APOLLO).
     pub limiter: Option<Tensor<1>>,
-    /// Updates applied to this parameter, and those counted in `skipped`; drives the refresh
-    /// schedule.
+    /// Updates applied to this parameter (with those the guard skipped on the device and has
+    /// not read back); drives the refresh schedule.
     pub step: usize,
-    /// Of `step` (and of the moments' own count), the updates a non-finite gradient skipped on
-    /// the device since the last refresh (non-CPU backends, between refreshes; see
-    /// [`Moments::skipped`]); `None`: none.
-    pub skipped: Option<Tensor<1>>,
-}
-
-/// The checkpoint layout of a [`SubspaceState`]: its fields but the skip counter.
-#[derive(RecordState)]
-struct SubspaceRecord<const D: usize> {
-    moments: Option<StoredMoments<D>>,
-    subspace: Option<Subspace>,
-    limiter: Option<Tensor<1>>,
-    step: usize,
-}
-
-impl<const D: usize> RecordState for SubspaceState<D> {
-    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        let dims = self.moments.as_ref().map(|m| m.dims().to_vec());
-        let state = self.clone().read_back_skips(&dims.unwrap_or_default());
-        let record = SubspaceRecord {
-            moments: state.moments,
-            subspace: state.subspace,
-            limiter: state.limiter,
-            step: state.step,
-        };
-        record.state_flatten(prefix, out);
-    }
-
-    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
-        let record = SubspaceRecord::<D>::state_unflatten(prefix, src, device)?;
-        Some(Self {
-            moments: record.moments,
-            subspace: record.subspace,
-            limiter: record.limiter,
-            step: record.step,
-            skipped: None,
-        })
-    }
 }
 
 impl<const D: usize> SubspaceState<D> {
@@ -171,24 +129,14 @@ impl<const D: usize> SubspaceState<D> {
             subspace: None,
             limiter: None,
             step: 0,
-            skipped: None,
         }
     }
 
-    /// The state with its device skip counter read back (one read) and taken out of the host
-    /// counts, before a refresh decides anything from them.
-    fn read_back_skips(mut self, dims: &[usize]) -> Self {
-        let skipped = crate::skip::read_back(self.skipped.take(), dims);
-        self.step -= skipped;
-        self.moments = self.moments.map(|m| m.withdraw(skipped));
-        self
-    }
-
-    /// The stored moments in `f32`, with the state's skip counter for bias correction.
-    fn loaded_moments(&self) -> Option<Moments<D>> {
+    /// The stored moments in `f32`, with the guard's skip counter for bias correction.
+    fn loaded_moments(&self, skips: &Skips) -> Option<Moments<D>> {
         let moments = self.moments.clone()?.load();
         Some(Moments {
-            skipped: self.skipped.clone(),
+            skipped: skips.counter(),
             ..moments
         })
     }
@@ -200,20 +148,44 @@ impl<const D: usize> SubspaceState<D> {
             subspace: self.subspace.map(|s| s.to_device(device)),
             limiter: self.limiter.map(|t| t.to_device(device)),
             step: self.step,
-            skipped: self.skipped.map(|t| t.to_device(device)),
+        }
+    }
+}
+
+impl<const D: usize> Select for SubspaceState<D> {
+    fn choose(self, old: Self, finite: &Finite) -> Self {
+        SubspaceState {
+            moments: self.moments.choose(old.moments, finite),
+            subspace: self.subspace.choose(old.subspace, finite),
+            limiter: self.limiter.choose(old.limiter, finite),
+            step: self.step,
+        }
+    }
+}
+
+impl<const D: usize> Withdraw for SubspaceState<D> {
+    fn withdraw(self, skipped: &[usize]) -> Self {
+        SubspaceState {
+            moments: self.moments.map(|m| m.uncounted(skipped[0])),
+            step: self.step - skipped[0],
+            ..self
         }
     }
 }
 
 /// A subspace optimizer: the [`SubspaceManager`] decides which subspace each matrix's state
-/// lives in and when it changes, the rule `R` decides the update.
+/// lives in and when it changes, the rule `R` decides the update, the guard skips a
+/// non-finite gradient's update.
 ///
 /// [`GaLore`](crate::GaLore), [`Fira`](crate::Fira), [`Frugal`](crate::Frugal) and
 /// [`Apollo`](crate::Apollo) are this type with their rules. A gradient holding a NaN or an
 /// infinity (anywhere, whatever the basis) skips that parameter's update and leaves its state
 /// as it was (logged as a warning).
+pub type SubspaceOptimizer<R> = Guarded<SubspaceStep<R>>;
+
+/// A [`SubspaceOptimizer`] without its guard: the manager and the rule.
 #[derive(Clone, Debug)]
-pub struct SubspaceOptimizer<R> {
+pub struct SubspaceStep<R> {
     manager: SubspaceManager,
     rule: R,
 }
@@ -265,20 +237,26 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
                 expected: "a subspace kind: block mode needs a state-free update (FRUGAL)",
             });
         }
-        Ok(Self {
+        Ok(Guarded::wrap(SubspaceStep {
             manager: SubspaceManager::new(subspace)?,
             rule,
-        })
+        }))
     }
 
     /// The subspace manager in use.
     pub fn manager(&self) -> &SubspaceManager {
-        &self.manager
+        &self.inner().manager
     }
 
     /// The update rule in use.
     pub fn rule(&self) -> &R {
-        &self.rule
+        &self.inner().rule
+    }
+}
+
+impl<R: SubspaceRule> SubspaceStep<R> {
+    fn block_mode(&self) -> bool {
+        self.manager.config().projection == ProjectionMethod::Block
     }
 
     /// The new moments as they are kept until the next step.
@@ -296,75 +274,57 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         R::WEIGHT_DECAY.apply(lr, self.rule.adam().weight_decay, weights, update)
     }
 
-    /// Whether this step may leave the finiteness check to the device, and the state with its
-    /// skip counter read back when `due` (a refresh decides from the host counts).
-    fn prepare_state<const D: usize>(
-        &self,
-        state: SubspaceState<D>,
-        grad: &Tensor<D>,
-        due: impl Fn(&SubspaceState<D>) -> bool,
-    ) -> (bool, SubspaceState<D>) {
-        let defer = crate::skip::on_device(&grad.device(), state.step > 0);
-        if defer && state.skipped.is_some() && due(&state) {
-            return (defer, state.read_back_skips(&grad.dims()));
+    /// The subspace of a matrix (or block, as one `[numel, 1]` column) on first sight.
+    fn create<const D: usize>(&self, weights: &Tensor<D>, grad: &Tensor<D>) -> Subspace {
+        let dims = grad.dims();
+        let ordinal = self.manager.ordinal_of(weights, grad);
+        match self.block_mode() {
+            true => self.manager.create([dims.iter().product(), 1], ordinal),
+            false => self.manager.create([dims[0], dims[1]], ordinal),
         }
-        (defer, state)
     }
 
-    /// A projected matrix: prepare (refresh, transport, project, finiteness), then the rule.
-    /// The new weights, or `None` when the gradient is not finite (the state is then as it
-    /// was, with the subspace created on first sight).
+    /// A projected matrix: prepare (refresh, transport, project), then the rule.
     fn step_matrix(
         &self,
         lr: f64,
         weights: Tensor<2>,
         grad: Tensor<2>,
         state: SubspaceState<2>,
-    ) -> (Option<Tensor<2>>, SubspaceState<2>) {
-        let subspace = state.subspace.clone().unwrap_or_else(|| {
-            let ordinal = self.manager.ordinal_of(&weights, &grad);
-            self.manager.create(grad.dims(), ordinal)
-        });
-        // A refresh that runs on the device needs no exact count when it comes every step.
-        let device_refresh = self.manager.refreshes_on_device(&subspace, &grad.device());
-        let (defer, state) = self.prepare_state(state, &grad, |s| {
-            let every_step = device_refresh && subspace.gap() == 1;
-            !every_step && self.manager.refresh_due(&subspace, s.step)
-        });
-        let defer = defer && state.moments.is_some();
-        let previous = subspace.clone();
-        let loaded = state.loaded_moments();
-        let prepared = self
+        skips: &Skips,
+    ) -> (Tensor<2>, SubspaceState<2>) {
+        let subspace = (state.subspace.clone()).unwrap_or_else(|| self.create(&weights, &grad));
+        let loaded = state.loaded_moments(skips);
+        let prepared = match self
             .manager
-            .prepare_step(subspace, loaded, grad.clone(), state.step, defer);
-        let (prepared, verdict) = match prepared {
+            .prepare(subspace, loaded, grad.clone(), state.step)
+        {
             Ok(prepared) => prepared,
             Err((subspace, _)) => {
+                log::warn!("lowrank-optim: no basis for a {:?} gradient", grad.dims());
                 let state = SubspaceState {
                     subspace: Some(subspace),
                     ..state
                 };
-                return (None, state);
+                return (weights, state);
             }
         };
-        let subspace = prepared.subspace.clone().kept(&verdict, &previous);
+        let subspace = prepared.subspace.clone();
         let update = self.rule.matrix(
             lr,
             MatrixStep {
                 grad,
                 prepared,
-                limiter: state.limiter.clone(),
+                limiter: state.limiter,
             },
         );
-        let updated = self.apply(lr, weights.clone(), Some(update.update));
         let state = SubspaceState {
-            moments: Some(verdict.keep_moments(self.store(update.moments), state.moments)),
+            moments: Some(self.store(update.moments)),
             subspace: Some(subspace),
-            limiter: verdict.keep_option(update.limiter, state.limiter),
+            limiter: update.limiter,
             step: state.step + 1,
-            skipped: verdict.skipped(state.skipped),
         };
-        (Some(verdict.keep(updated, weights)), state)
+        (self.apply(lr, weights, Some(update.update)), state)
     }
 
     /// A whole tensor that is state-full or state-free for the current period (block mode).
@@ -374,74 +334,47 @@ impl<R: SubspaceRule> SubspaceOptimizer<R> {
         weights: Tensor<D>,
         grad: Tensor<D>,
         state: SubspaceState<D>,
-    ) -> (Tensor<D>, Option<SubspaceState<D>>) {
-        let subspace = state.subspace.clone().unwrap_or_else(|| {
-            let numel = grad.dims().iter().product();
-            let ordinal = self.manager.ordinal_of(&weights, &grad);
-            self.manager.create([numel, 1], ordinal)
-        });
-        let (defer, state) = self.prepare_state(state, &grad, |s| {
-            self.manager.refresh_due(&subspace, s.step)
-        });
-        let defer = defer && !self.manager.refresh_due(&subspace, state.step);
-        let Some(verdict) = Verdict::check(&grad, defer) else {
-            log_skip(&weights.dims());
-            let state = SubspaceState {
-                subspace: Some(subspace),
-                ..state
-            };
-            return (weights, Some(state));
-        };
-        let loaded = state.loaded_moments();
+        skips: &Skips,
+    ) -> (Tensor<D>, SubspaceState<D>) {
+        let subspace = (state.subspace.clone()).unwrap_or_else(|| self.create(&weights, &grad));
+        let loaded = state.loaded_moments(skips);
         let block = self
             .manager
             .prepare_block(subspace, loaded, &grad, state.step);
         let (update, moments) = match block.moments {
             Some(moments) => {
                 let (update, moments) = self.rule.dense(lr, grad, moments);
-                let moments = verdict.keep_moments(self.store(moments), state.moments);
-                (Some(update), Some(moments))
+                (Some(update), Some(self.store(moments)))
             }
             None => (self.rule.state_free(lr, grad), None),
         };
-        let updated = self.apply(lr, weights.clone(), update);
         let state = SubspaceState {
             moments,
             subspace: Some(block.subspace),
             limiter: None,
             step: state.step + 1,
-            skipped: verdict.skipped(state.skipped),
         };
-        (verdict.keep(updated, weights), Some(state))
+        (self.apply(lr, weights, update), state)
     }
 
-    /// A tensor kept at full size: Adam (or the rule's equivalent) on full-size moments. The
-    /// new weights, or `None` when the host found the gradient not finite.
+    /// A tensor kept at full size: Adam (or the rule's equivalent) on full-size moments.
     fn step_dense<const D: usize>(
         &self,
         lr: f64,
         weights: Tensor<D>,
         grad: Tensor<D>,
         state: SubspaceState<D>,
-    ) -> (Option<Tensor<D>>, SubspaceState<D>) {
-        if let Some(stored) = &state.moments {
-            assert_state_fits("optimizer moments", &stored.dims(), &grad.dims());
-        }
-        let defer = crate::skip::on_device(&grad.device(), state.moments.is_some());
-        let Some(verdict) = Verdict::check(&grad, defer) else {
-            return (None, state);
-        };
-        let moments =
-            (state.loaded_moments()).unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
+        skips: &Skips,
+    ) -> (Tensor<D>, SubspaceState<D>) {
+        let moments = (state.loaded_moments(skips))
+            .unwrap_or_else(|| Moments::zeros(grad.dims(), &grad.device()));
         let (update, moments) = self.rule.dense(lr, grad, moments);
-        let updated = self.apply(lr, weights.clone(), Some(update));
         let state = SubspaceState {
-            moments: Some(verdict.keep_moments(self.store(moments), state.moments)),
+            moments: Some(self.store(moments)),
             step: state.step + 1,
-            skipped: verdict.skipped(state.skipped),
             ..state
         };
-        (Some(verdict.keep(updated, weights)), state)
+        (self.apply(lr, weights, Some(update)), state)
     }
 }
 
@@ -452,56 +385,87 @@ fn cast_state<const A: usize, const B: usize>(state: SubspaceState<A>) -> Subspa
         subspace: state.subspace,
         limiter: state.limiter,
         step: state.step,
-        skipped: state.skipped,
     }
 }
 
-impl<R: SubspaceRule> Optimizer for SubspaceOptimizer<R> {
+impl<R: SubspaceRule> Unguarded for SubspaceStep<R> {
     type State<const D: usize> = SubspaceState<D>;
 
-    fn step<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        // Nothing to update; some backends cannot even run elementwise ops on empty tensors.
-        if grad.dims().contains(&0) {
-            return (tensor, state);
-        }
-        let state = state.unwrap_or_else(SubspaceState::empty);
-        if self.manager.config().projection == ProjectionMethod::Block {
-            return self.step_block(lr, tensor, grad, state);
-        }
-        let Some(grad) = as_matrix(&grad) else {
-            let (weights, state) = self.step_dense(lr, tensor.clone(), grad, state);
-            let Some(weights) = weights else {
-                log_skip(&tensor.dims());
-                return (tensor, Some(state).filter(|s| s.step > 0));
+    /// A first step (no moments yet, or a block's first period) and a refresh computed on the
+    /// host need a finite gradient there; a refresh on the device (DCT columns) needs exact
+    /// counts, unless it comes every step.
+    fn needs<const D: usize>(&self, state: &SubspaceState<D>, grad: &Tensor<D>) -> Needs {
+        let (Some(subspace), false) = (&state.subspace, state.step == 0) else {
+            return match state.moments {
+                Some(_) => Needs::Nothing,
+                None => Needs::FiniteOnHost,
             };
-            return (weights, Some(state));
         };
-        let (weights, state) =
-            self.step_matrix(lr, cast_rank(tensor.clone()), grad, cast_state(state));
-        let weights = weights.map(cast_rank).unwrap_or_else(|| {
-            log_skip(&tensor.dims());
-            tensor
-        });
-        (weights, Some(cast_state(state)))
+        if !self.manager.refresh_due(subspace, state.step) {
+            return Needs::Nothing;
+        }
+        if self.block_mode() || !self.manager.refreshes_on_device(subspace, &grad.device()) {
+            return Needs::FiniteOnHost;
+        }
+        match subspace.gap() {
+            1 => Needs::Nothing,
+            _ => Needs::ExactCounts,
+        }
     }
 
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+    /// Creates the subspace on first sight (kept even when the first gradient is skipped);
+    /// checks that restored moments fit.
+    fn prepare<const D: usize>(
+        &self,
+        weights: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<SubspaceState<D>>,
+        _skips: &mut Skips,
+    ) -> Option<SubspaceState<D>> {
+        if !self.block_mode() && !is_matrix_shape(&grad.dims()) {
+            if let Some(stored) = state.as_ref().and_then(|s| s.moments.as_ref()) {
+                assert_state_fits("optimizer moments", &stored.dims(), &grad.dims());
+            }
+            return state;
+        }
+        let mut state = state.unwrap_or_else(SubspaceState::empty);
+        if state.subspace.is_none() {
+            state.subspace = Some(self.create(weights, grad));
+        }
+        Some(state)
+    }
+
+    fn update<const D: usize>(
+        &self,
+        lr: f64,
+        weights: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SubspaceState<D>>,
+        skips: &Skips,
+    ) -> (Tensor<D>, SubspaceState<D>) {
+        let state = state.unwrap_or_else(SubspaceState::empty);
+        if self.block_mode() {
+            return self.step_block(lr, weights, grad, state, skips);
+        }
+        let Some(grad) = as_matrix(&grad) else {
+            return self.step_dense(lr, weights, grad, state, skips);
+        };
+        let (weights, state) =
+            self.step_matrix(lr, cast_rank(weights), grad, cast_state(state), skips);
+        (cast_rank(weights), cast_state(state))
+    }
+
+    fn to_device<const D: usize>(state: SubspaceState<D>, device: &Device) -> SubspaceState<D> {
         state.to_device(device)
     }
 }
 
 impl<R: SubspaceRule> MatrixOptimizer for SubspaceOptimizer<R> {
     fn for_matrix(&self, ordinal: usize) -> Self {
-        Self {
-            manager: self.manager.with_fixed_ordinal(ordinal),
-            rule: self.rule.clone(),
-        }
+        Guarded::wrap(SubspaceStep {
+            manager: self.manager().with_fixed_ordinal(ordinal),
+            rule: self.rule().clone(),
+        })
     }
 }
 
@@ -512,10 +476,11 @@ impl<R: SubspaceRule> StateFootprint for SubspaceOptimizer<R> {
     /// tensors: two full moments. Moments count at their precision
     /// ([`MomentFormat::pair_bytes`](crate::quant::MomentFormat::pair_bytes)).
     fn state_bytes(&self, shape: &[usize], ordinal: usize) -> usize {
-        let precision = self.rule.adam().moment_format();
+        let manager = self.manager();
+        let precision = self.rule().adam().moment_format();
         let full = precision.pair_bytes(shape);
-        if self.manager.config().projection == ProjectionMethod::Block {
-            return if self.manager.block_is_active(ordinal, 0) {
+        if manager.config().projection == ProjectionMethod::Block {
+            return if manager.block_is_active(ordinal, 0) {
                 full
             } else {
                 0
@@ -525,11 +490,11 @@ impl<R: SubspaceRule> StateFootprint for SubspaceOptimizer<R> {
             return full;
         }
         let dims = [shape[0], shape[1]];
-        let side = self.manager.config().proj_type.side(dims[0], dims[1]);
-        let projected = side.projected_shape(dims, self.manager.effective_rank(dims));
+        let side = manager.config().proj_type.side(dims[0], dims[1]);
+        let projected = side.projected_shape(dims, manager.effective_rank(dims));
         precision.pair_bytes(&projected)
-            + F32_BYTES * self.rule.limiter_floats()
-            + self.manager.basis_bytes(dims)
+            + F32_BYTES * self.rule().limiter_floats()
+            + manager.basis_bytes(dims)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Per-matrix subspace life cycle: creation, ordinal, refresh schedule and adaptive gap, the
-//! projection and its finiteness check, FRUGAL's block draw. Which basis a refresh computes is
+//! projection, FRUGAL's block draw. Which basis a refresh computes is
 //! `refresh.rs`'s; what happens to the moments, `transport.rs`'s.
 
 use std::collections::BTreeSet;
@@ -15,7 +15,6 @@ use super::{MomentPolicy, ProjectionMethod, Side, Subspace};
 use crate::adam::Moments;
 use crate::matrix::assert_state_fits;
 use crate::rng::{mix_seed, SplitMix64};
-use crate::skip::Verdict;
 
 /// What [`SubspaceManager::prepare`] hands an optimizer for one step of one matrix.
 #[derive(Debug, Clone)]
@@ -185,12 +184,15 @@ impl SubspaceManager {
         4 * rank * (usize::from(side.has_left()) * m + usize::from(side.has_right()) * n)
     }
 
-    /// The front half of a projected step: create the subspace on first sight, refresh it when
-    /// due (transporting the moments per the policy), and project the gradient.
+    /// The front half of a projected step: refresh the subspace when due (transporting the
+    /// moments per the policy), and project the gradient.
     ///
     /// `step` counts the updates already applied to this parameter. Returns `Err` with the
-    /// untouched state when the gradient (or its projection) holds a NaN or an infinity, so the
-    /// caller can skip the update instead of corrupting the moments.
+    /// untouched state when a basis the host computes cannot be (the gradient holds a NaN or
+    /// an infinity), so the caller can leave the parameter as it was. The guard
+    /// ([`crate::guard`]) checks the gradient before a refresh on the host; between refreshes,
+    /// and at a refresh on the device, a non-finite gradient makes meaningless values that the
+    /// guard discards.
     ///
     /// On first sight `subspace` is a fresh one from [`create`](Self::create) (no basis yet).
     ///
@@ -206,30 +208,6 @@ impl SubspaceManager {
         grad: Tensor<2>,
         step: usize,
     ) -> core::result::Result<Prepared, (Subspace, Option<Moments<2>>)> {
-        self.prepare_step(current, moments, grad, step, false)
-            .map(|(prepared, _)| prepared)
-    }
-
-    /// Whether `subspace`'s basis (or block draw) is due for a refresh at `step`.
-    pub(crate) fn refresh_due(&self, subspace: &Subspace, step: usize) -> bool {
-        let first = match self.config.projection {
-            ProjectionMethod::Block => subspace.refreshes == 0,
-            _ => !subspace.has_basis(),
-        };
-        first || step >= subspace.next_refresh
-    }
-
-    /// [`prepare`](Self::prepare), leaving the finiteness check to the device when `defer` and
-    /// the step does not refresh: the verdict says which (see [`crate::skip`]).
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn prepare_step(
-        &self,
-        current: Subspace,
-        moments: Option<Moments<2>>,
-        grad: Tensor<2>,
-        step: usize,
-        defer: bool,
-    ) -> core::result::Result<(Prepared, Verdict), (Subspace, Option<Moments<2>>)> {
         assert!(
             self.config.projection != ProjectionMethod::Block,
             "lowrank-optim: block mode is prepared by SubspaceManager::prepare_block"
@@ -237,11 +215,8 @@ impl SubspaceManager {
         let dims = grad.dims();
         assert_state_fits("projection state", &[current.rows, current.cols], &dims);
         let refresh = self.refresh_due(&current, step);
-        let on_device = defer && (!refresh || self.refreshes_on_device(&current, &grad.device()));
-        // Handles are cheap to clone; the originals are handed back if the step is skipped.
-        let original = current.clone();
-        let (current, transported) = if refresh {
-            let Some((left, right)) = new_bases(&self.config, &current, &grad, on_device) else {
+        let (current, moments) = if refresh {
+            let Some((left, right)) = new_bases(&self.config, &current, &grad) else {
                 return Err((current, moments));
             };
             let mut fresh = Subspace {
@@ -256,41 +231,34 @@ impl SubspaceManager {
                 self.adapt_gap(&current, &mut fresh, aligned);
             }
             fresh.next_refresh = step + fresh.gap;
-            let transported = moments.clone().map(|m| self.transport(&current, &fresh, m));
+            let transported = moments.map(|m| self.transport(&current, &fresh, m));
             (fresh, transported)
         } else {
-            (current, moments.clone())
+            (current, moments)
         };
-        let low_grad = current.project(grad.clone());
-        // A non-finite entry anywhere in the gradient shows in a projection that mixes every
-        // entry; a coordinate basis gathers a few, so the whole gradient is checked with it
-        // (the rules, Fira's, APOLLO's and FRUGAL's residual, use all of it). One read, or
-        // none when the device keeps the verdict.
-        let mut finite = low_grad.clone().is_finite().all();
-        if !current.projection_sees_every_entry() {
-            finite = finite.bool_and(grad.is_finite().all());
-        }
-        let verdict = if on_device {
-            Verdict::OnDevice(finite)
-        } else if crate::readback::flag(finite) {
-            Verdict::Finite
-        } else {
-            return Err((original, moments));
-        };
-        let moments = transported
+        let low_grad = current.project(grad);
+        let moments = moments
             .unwrap_or_else(|| Moments::zeros(current.projected_shape(), &low_grad.device()));
         assert_state_fits(
             "projected moments",
             &moments.dims(),
             &current.projected_shape(),
         );
-        let prepared = Prepared {
+        Ok(Prepared {
             subspace: current,
             moments,
             low_grad,
             refreshed: refresh,
+        })
+    }
+
+    /// Whether `subspace`'s basis (or block draw) is due for a refresh at `step`.
+    pub(crate) fn refresh_due(&self, subspace: &Subspace, step: usize) -> bool {
+        let first = match self.config.projection {
+            ProjectionMethod::Block => subspace.refreshes == 0,
+            _ => !subspace.has_basis(),
         };
-        Ok((prepared, verdict))
+        first || step >= subspace.next_refresh
     }
 
     /// Counts consecutive refreshes whose leading vector stayed aligned, doubling the gap after
@@ -366,8 +334,8 @@ impl SubspaceManager {
         transport(self.config.moment_policy, old, new, moments)
     }
 
-    /// Whether a refresh of `subspace` can run wholly on the device, its gradient's verdict
-    /// left there too.
+    /// Whether a refresh of `subspace` can run wholly on the device, the gradient's
+    /// finiteness left there too.
     pub(crate) fn refreshes_on_device(&self, subspace: &Subspace, device: &Device) -> bool {
         refreshes_on_device(&self.config, subspace, device)
     }

@@ -42,7 +42,7 @@ pub use svd::{exact_svd_basis, randomized_svd_basis, HostMatrix};
 use burn::config::Config;
 use burn::tensor::{Device, Tensor};
 
-use crate::skip::Verdict;
+use crate::guard::{Finite, Select};
 use crate::{RecordState, StateSink, StateSource};
 
 /// Which dimension of each layer is projected: the reference's `proj_type`, meaning what it
@@ -340,15 +340,6 @@ impl Subspace {
             .all(Basis::is_orthonormal)
     }
 
-    /// Whether the projection shows a non-finite entry anywhere in the gradient (every stored
-    /// basis mixes all entries; not true of coordinate bases).
-    pub(crate) fn projection_sees_every_entry(&self) -> bool {
-        [&self.left, &self.right]
-            .into_iter()
-            .flatten()
-            .all(Basis::mixes_every_entry)
-    }
-
     /// Shape of the projected gradient and moments.
     pub fn projected_shape(&self) -> [usize; 2] {
         self.side.projected_shape([self.rows, self.cols], self.rank)
@@ -362,27 +353,28 @@ impl Subspace {
             ..self
         }
     }
+}
 
-    /// This subspace, refreshed on the device (DCT columns), where the step's gradient was
-    /// finite, and `old`'s columns where it was not ([`Verdict::keep`]). The schedule fields
-    /// stay new (a skipped refresh still counts as one).
-    pub(crate) fn kept(self, verdict: &Verdict, old: &Subspace) -> Subspace {
-        let pick = |new: Option<Basis>, old: &Option<Basis>| match (new, old) {
-            (
-                Some(Basis::Dct { indices, len }),
+/// A subspace refreshed on the device (DCT columns) keeps `old`'s columns where the step's
+/// gradient was not finite. The schedule fields stay new (a skipped refresh still counts as
+/// one); other bases are only refreshed on the host, after the guard's check.
+impl Select for Subspace {
+    fn choose(self, old: Self, finite: &Finite) -> Self {
+        if self.refreshes == old.refreshes {
+            return self; // the same columns
+        }
+        let pick = |new: Option<Basis>, old: Option<Basis>| match (new, old) {
+            (Some(Basis::Dct { indices, len }), Some(Basis::Dct { indices: old, .. })) => {
                 Some(Basis::Dct {
-                    indices: old_indices,
-                    ..
-                }),
-            ) => Some(Basis::Dct {
-                indices: verdict.keep_int(indices, old_indices.clone()),
-                len,
-            }),
+                    indices: indices.choose(old, finite),
+                    len,
+                })
+            }
             (new, _) => new,
         };
         Subspace {
-            left: pick(self.left, &old.left),
-            right: pick(self.right, &old.right),
+            left: pick(self.left, old.left),
+            right: pick(self.right, old.right),
             ..self
         }
     }

@@ -20,7 +20,7 @@ fn basis_seed(config: &SubspaceConfig, subspace: &Subspace, side: u64) -> u64 {
     mix_seed(mix_seed(matrix, subspace.refreshes as u64), side)
 }
 
-/// Whether a refresh of `subspace` can run wholly on the device, its gradient's verdict
+/// Whether a refresh of `subspace` can run wholly on the device, the gradient's finiteness
 /// left there too: DCT columns scored by a device matmul, a basis to fall back on, no
 /// adaptive gap (whose cosine is read on the host). DCT-AdamW refreshes every step.
 pub(super) fn refreshes_on_device(
@@ -39,14 +39,13 @@ pub(super) fn refreshes_on_device(
         && subspace.has_basis()
 }
 
-/// New bases for `subspace` computed from `grad`; `None` if `grad` is not finite (checked
-/// on the host unless `on_device`, where a non-finite gradient makes meaningless bases that
-/// the caller's verdict discards).
+/// New bases for `subspace` computed from `grad`; `None` where a basis computed on the host
+/// meets a NaN or an infinity (a basis computed on the device from one is meaningless, and the
+/// guard discards it).
 pub(super) fn new_bases(
     config: &SubspaceConfig,
     subspace: &Subspace,
     grad: &Tensor<2>,
-    on_device: bool,
 ) -> Option<(Option<Basis>, Option<Basis>)> {
     let (left, right) = (subspace.side.has_left(), subspace.side.has_right());
     let device = grad.device();
@@ -86,9 +85,6 @@ pub(super) fn new_bases(
         }
         ProjectionMethod::Randomized => randomized(grad),
         ProjectionMethod::Dct => {
-            if !on_device && !crate::matrix::all_finite(grad) {
-                return None;
-            }
             let c = config;
             Some(per_side(&|g, _| Basis::Dct {
                 indices: select_dct_columns(g, rank, c.dct_norm, c.dct_scoring),

@@ -12,10 +12,10 @@ use super::switcher::{Switchboard, Switcher};
 use crate::adam::StoredMoments;
 use crate::adam::{decay, one_minus_power, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
-use crate::matrix::{assert_state_fits, cast_rank, log_skip};
+use crate::guard::{at_each_step, Finite, Guarded, Needs, Select, Skips, Unguarded, Withdraw};
+use crate::matrix::{assert_state_fits, cast_rank};
 use crate::quant::MomentFormat;
 use crate::setters::adam_setters;
-use crate::skip::Verdict;
 use crate::{join_path, RecordState, StateSink, StateSource};
 
 /// Configuration of SwitchLoRA training: AdamW for the adapters (PyTorch conventions, as the
@@ -95,7 +95,7 @@ impl SwitchLoraConfig {
     }
 
     fn adapter_optimizer(&self, vectors: Vectors, path: String, board: Switchboard) -> AdapterAdam {
-        AdapterAdam {
+        Guarded::wrap(AdapterAdamStep {
             hyper: self.adam.hyper(),
             format: self.adam.moment_format(),
             weight_decay: self.adam.weight_decay,
@@ -103,7 +103,7 @@ impl SwitchLoraConfig {
             vectors,
             path,
             board,
-        }
+        })
     }
 }
 
@@ -140,8 +140,13 @@ impl Vectors {
 /// vectors' moments and counters go to zero and they are frozen for `freeze_steps` steps. A
 /// frozen vector takes no update (nor weight decay); its counter still advances, as in the
 /// reference, where a frozen vector's gradient is zeroed.
+/// A gradient holding a NaN or an infinity skips the update ([`guard`](crate::guard)); a
+/// skipped step still counts toward a vector's freeze.
+pub type AdapterAdam = Guarded<AdapterAdamStep>;
+
+/// [`AdapterAdam`] without its guard.
 #[derive(Clone, Debug)]
-pub struct AdapterAdam {
+pub struct AdapterAdamStep {
     hyper: AdamHyper,
     format: MomentFormat,
     weight_decay: f32,
@@ -163,31 +168,16 @@ pub struct AdapterAdamState<const D: usize> {
     pub vector_steps: Vec<u32>,
     /// Per vector: steps it stays frozen.
     pub frozen: Vec<u32>,
-    /// Of `vector_steps` (entries `0..r`) and of the moments' step count (entry `r`), the
-    /// steps skipped on the device for a non-finite gradient (non-CPU backends; bias
-    /// correction subtracts them there, a checkpoint takes them out); `None`: none. A skipped
-    /// step still counts toward a vector's freeze.
-    pub skipped: Option<Tensor<1>>,
 }
 
 impl<const D: usize> RecordState for AdapterAdamState<D> {
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
-        // Only applied steps are recorded: a skip counter still on the device is taken out.
-        let (mut moments, mut vector_steps) = (self.moments.clone(), self.vector_steps.clone());
-        if let Some(skipped) = &self.skipped {
-            let data = crate::readback::data(skipped.clone()).convert::<f32>();
-            let counts = data.as_slice::<f32>().expect("f32 counts");
-            for (steps, skipped) in vector_steps.iter_mut().zip(counts) {
-                *steps -= *skipped as u32;
-            }
-            let total = counts.last().copied().unwrap_or(0.0) as usize;
-            if total > 0 {
-                log_skip(&moments.dims());
-            }
-            moments = moments.withdraw(total);
-        }
-        moments.state_flatten(&join_path(prefix, "moments"), out);
-        for (leaf, values) in [("vector_steps", &vector_steps), ("frozen", &self.frozen)] {
+        self.moments
+            .state_flatten(&join_path(prefix, "moments"), out);
+        for (leaf, values) in [
+            ("vector_steps", &self.vector_steps),
+            ("frozen", &self.frozen),
+        ] {
             let values: Vec<i32> = values.iter().map(|&v| v as i32).collect();
             let len = values.len();
             out.push_tensor(prefix, leaf, TensorData::new(values, [len]));
@@ -207,8 +197,31 @@ impl<const D: usize> RecordState for AdapterAdamState<D> {
             moments,
             vector_steps,
             frozen,
-            skipped: None,
         })
+    }
+}
+
+/// The counters stay new: a skipped step counts toward a freeze, and the guard withdraws it
+/// from `vector_steps`.
+impl<const D: usize> Select for AdapterAdamState<D> {
+    fn choose(self, old: Self, finite: &Finite) -> Self {
+        AdapterAdamState {
+            moments: self.moments.choose(old.moments, finite),
+            ..self
+        }
+    }
+}
+
+/// The guard's counter has one entry per vector and a last one for the moments' own count
+/// once a vector restarted; one entry for all before.
+impl<const D: usize> Withdraw for AdapterAdamState<D> {
+    fn withdraw(mut self, skipped: &[usize]) -> Self {
+        let last = skipped.len() - 1;
+        for (i, steps) in self.vector_steps.iter_mut().enumerate() {
+            *steps -= skipped[i.min(last)] as u32;
+        }
+        self.moments = self.moments.uncounted(skipped[last]);
+        self
     }
 }
 
@@ -218,7 +231,6 @@ impl<const D: usize> AdapterAdamState<D> {
             moments: self.moments.cast(),
             vector_steps: self.vector_steps,
             frozen: self.frozen,
-            skipped: self.skipped,
         }
     }
 }
@@ -229,13 +241,13 @@ fn upload(values: Vec<f32>, device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values, [len]), device)
 }
 
-impl AdapterAdam {
-    /// Applies queued resets: moments and counters of those vectors to 0, frozen for
-    /// `freeze_steps` steps. Whether there were any.
-    fn reset(&self, state: &mut AdapterAdamState<2>) -> bool {
+impl AdapterAdamStep {
+    /// Applies queued resets: moments and counters of those vectors to 0 (the guard's skip
+    /// counts of those vectors too), frozen for `freeze_steps` steps.
+    fn reset(&self, state: &mut AdapterAdamState<2>, skips: &mut Skips) {
         let resets = self.board.take(&self.path);
         if resets.is_empty() {
-            return false;
+            return;
         }
         let mut moments = state.moments.clone().load();
         let (vector_steps, frozen) = (&mut state.vector_steps, &mut state.frozen);
@@ -247,16 +259,13 @@ impl AdapterAdam {
             frozen[i] = self.freeze_steps as u32;
         }
         let device = moments.first.device();
-        if let Some(skipped) = state.skipped.take() {
-            // The parameter's own count (the last entry) is never reset.
-            let keep_counts = keep.iter().copied().chain([1.0]).collect();
-            state.skipped = Some(skipped.mul(upload(keep_counts, &device)));
-        }
+        // The parameter's own count (the last entry) is never reset.
+        let counts: Vec<f32> = keep.iter().copied().chain([1.0]).collect();
+        skips.restart(&counts, &device);
         let keep = self.vectors.spread(upload(keep, &device));
         moments.first = moments.first.clone().mul(keep.clone());
         moments.second = moments.second.clone().mul(keep);
         state.moments = StoredMoments::store(moments, self.format);
-        true
     }
 
     fn step_matrix(
@@ -264,73 +273,42 @@ impl AdapterAdam {
         lr: f64,
         weights: Tensor<2>,
         grad: Tensor<2>,
-        state: Option<AdapterAdamState<2>>,
+        state: AdapterAdamState<2>,
+        skips: &Skips,
     ) -> (Tensor<2>, AdapterAdamState<2>) {
-        let dims = grad.dims();
-        let count = dims[self.vectors.dim()];
+        let count = grad.dims()[self.vectors.dim()];
         let device = grad.device();
-        let verdict = Verdict::check(&grad, crate::skip::on_device(&device, state.is_some()));
-        let mut state = state.unwrap_or_else(|| AdapterAdamState {
-            moments: StoredMoments::F32(Moments::zeros(dims, &device)),
-            vector_steps: vec![0; count],
-            frozen: vec![0; count],
-            skipped: None,
-        });
-        assert_state_fits("SwitchLoRA adapter moments", &state.moments.dims(), &dims);
-        assert_state_fits(
-            "SwitchLoRA step counters",
-            &[state.vector_steps.len()],
-            &[count],
-        );
-        self.reset(&mut state);
-        // A skipped step keeps the stored moments as they are (after any reset).
-        let Some(verdict) = verdict else {
-            log_skip(&dims);
-            return (weights, state);
-        };
         let AdapterAdamState {
-            moments: old,
+            moments,
             mut vector_steps,
             mut frozen,
-            skipped,
         } = state;
-        let moments = old.clone().load();
+        let moments = moments.load();
         let AdamHyper { beta_1, beta_2, .. } = self.hyper;
         let any_frozen = frozen.iter().any(|&f| f > 0);
-        let (mut active, mut step_size, mut inv_root) = (vec![], vec![], vec![]);
+        let active: Vec<f32> = frozen
+            .iter()
+            .map(|&f| f32::from(u8::from(f == 0)))
+            .collect();
         for i in 0..count {
             vector_steps[i] += 1;
-            let t = vector_steps[i] as i32;
-            let on = frozen[i] == 0;
-            active.push(if on { 1.0f32 } else { 0.0 });
-            let bias_1 = 1.0 - (beta_1 as f64).powi(t);
-            let bias_2 = 1.0 - (beta_2 as f64).powi(t);
-            step_size.push(if on { (lr / bias_1) as f32 } else { 0.0 });
-            inv_root.push((1.0 / bias_2.sqrt()) as f32);
             frozen[i] = frozen[i].saturating_sub(1);
         }
         let spread = |values: Tensor<1>| self.vectors.spread(values);
-        let (step_size, inv_root) = match &skipped {
-            None => (upload(step_size, &device), upload(inv_root, &device)),
-            Some(skipped) => {
-                // Where a vector's steps were skipped, its `t` is only known on the device.
-                let skipped = skipped.clone().narrow(0, 0, count);
-                let t = upload(vector_steps.iter().map(|&t| t as f32).collect(), &device)
-                    .sub(skipped.clone());
-                let any = skipped.greater_elem(0.0);
-                let on = upload(active.clone(), &device);
-                let step = one_minus_power(beta_1, t.clone())
-                    .recip()
-                    .mul_scalar(lr)
-                    .mul(on);
-                let root = one_minus_power(beta_2, t).sqrt().recip();
-                (
-                    upload(step_size, &device).mask_where(any.clone(), step),
-                    upload(inv_root, &device).mask_where(any, root),
-                )
-            }
+        let per_vector = |host: &dyn Fn(i32) -> f64, on: &dyn Fn(Tensor<1>) -> Tensor<1>| {
+            at_each_step(&vector_steps, skips, host, on, &device)
         };
-        let active = any_frozen.then(|| spread(upload(active, &device)));
+        let mut step_size = per_vector(&|t| lr / (1.0 - (beta_1 as f64).powi(t)), &|t| {
+            one_minus_power(beta_1, t).recip().mul_scalar(lr)
+        });
+        let inv_root = per_vector(&|t| 1.0 / (1.0 - (beta_2 as f64).powi(t)).sqrt(), &|t| {
+            one_minus_power(beta_2, t).sqrt().recip()
+        });
+        let active = any_frozen.then(|| upload(active, &device));
+        if let Some(active) = &active {
+            step_size = step_size.mul(active.clone());
+        }
+        let active = active.map(spread);
         let grad = match &active {
             Some(mask) => grad.mul(mask.clone()),
             None => grad,
@@ -357,46 +335,90 @@ impl AdapterAdam {
             }
             _ => decay(weights.clone(), lr, self.weight_decay),
         };
-        let skipped = verdict.skipped(skipped).map(|s| s.expand([count + 1]));
         let state = AdapterAdamState {
-            moments: verdict.keep_moments(StoredMoments::store(moments, self.format), Some(old)),
+            moments: StoredMoments::store(moments, self.format),
             vector_steps,
             frozen,
-            skipped,
         };
-        (verdict.keep(decayed.sub(update), weights), state)
+        (decayed.sub(update), state)
     }
-}
 
-impl Optimizer for AdapterAdam {
-    type State<const D: usize> = AdapterAdamState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: f64,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
+    /// `tensor` as the adapter matrix it must be.
+    fn matrix<const D: usize>(&self, tensor: Tensor<D>) -> Tensor<2> {
         assert_eq!(
             D, 2,
             "lowrank-optim: the SwitchLoRA adapter optimizer got a rank-{D} parameter at `{}`; \
              it only takes lora_a / lora_b matrices",
             self.path
         );
-        let (weights, state) = self.step_matrix(
-            lr,
-            cast_rank(tensor),
-            cast_rank(grad),
-            state.map(AdapterAdamState::cast),
-        );
-        (cast_rank(weights), Some(state.cast()))
+        cast_rank(tensor)
     }
 
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+    /// The state of an adapter first seen with `grad`: zero moments and counters.
+    fn fresh(&self, grad: &Tensor<2>) -> AdapterAdamState<2> {
+        let dims = grad.dims();
+        let count = dims[self.vectors.dim()];
+        AdapterAdamState {
+            moments: StoredMoments::F32(Moments::zeros(dims, &grad.device())),
+            vector_steps: vec![0; count],
+            frozen: vec![0; count],
+        }
+    }
+}
+
+impl Unguarded for AdapterAdamStep {
+    type State<const D: usize> = AdapterAdamState<D>;
+
+    fn needs<const D: usize>(&self, _: &AdapterAdamState<D>, _: &Tensor<D>) -> Needs {
+        Needs::Nothing
+    }
+
+    /// Creates the state on first sight and applies the queued resets (a skipped step keeps
+    /// the stored moments as they are after them).
+    fn prepare<const D: usize>(
+        &self,
+        _weights: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<AdapterAdamState<D>>,
+        skips: &mut Skips,
+    ) -> Option<AdapterAdamState<D>> {
+        let grad = self.matrix(grad.clone());
+        let mut state = match state {
+            Some(state) => state.cast(),
+            None => self.fresh(&grad),
+        };
+        let dims = grad.dims();
+        let what = "SwitchLoRA adapter moments";
+        assert_state_fits(what, &state.moments.dims(), &dims);
+        let (counters, count) = (&[state.vector_steps.len()], &[dims[self.vectors.dim()]]);
+        assert_state_fits("SwitchLoRA step counters", counters, count);
+        self.reset(&mut state, skips);
+        Some(state.cast())
+    }
+
+    fn update<const D: usize>(
+        &self,
+        lr: f64,
+        weights: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdapterAdamState<D>>,
+        skips: &Skips,
+    ) -> (Tensor<D>, AdapterAdamState<D>) {
+        let grad = self.matrix(grad);
+        let state = match state {
+            Some(state) => state.cast(),
+            None => self.fresh(&grad),
+        };
+        let (weights, state) = self.step_matrix(lr, cast_rank(weights), grad, state, skips);
+        (cast_rank(weights), state.cast())
+    }
+
+    fn to_device<const D: usize>(
+        state: AdapterAdamState<D>,
+        device: &Device,
+    ) -> AdapterAdamState<D> {
         AdapterAdamState {
             moments: state.moments.to_device(device),
-            skipped: state.skipped.map(|s| s.to_device(device)),
             ..state
         }
     }

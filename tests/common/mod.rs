@@ -17,9 +17,8 @@ pub mod toy;
 
 /// The updates a subspace optimizer's state counts as applied: its step count less the ones a
 /// GPU backend skipped on the device (one read of the counter).
-pub fn applied_steps<const D: usize>(state: &lowrank_optim::optim::SubspaceState<D>) -> usize {
-    let skipped = state.skipped.as_ref().map_or(0.0, |s| values(s)[0]);
-    state.step - skipped as usize
+pub fn applied_steps<const D: usize>(state: &lowrank_optim::GaLoreState<D>) -> usize {
+    state.clone().applied().step
 }
 
 /// A rank-`D` tensor from row-major values.

@@ -408,23 +408,26 @@ fn rotate_preserves_the_full_space_moment_when_the_span_is_unchanged() {
     assert!(full_before.max_abs_diff(&full_after) < 1e-5);
 }
 
+/// A basis computed on the host from a gradient holding a NaN or an infinity is refused, the
+/// subspace and moments handed back as they were (between refreshes the optimizers' guard
+/// skips such a gradient: `bad_input.rs`).
 #[test]
-fn a_non_finite_gradient_leaves_the_state_untouched() {
+fn a_refresh_from_a_non_finite_gradient_hands_the_state_back() {
     let mut rng = TestRng::new(12);
     let (g, _, _) = gradient_like(&mut rng, 12, 6);
     let m = manager(3, ProjType::Std, ProjectionMethod::Svd);
     for bad in [f64::NAN, f64::INFINITY] {
         let mut poisoned = g.clone();
         poisoned.data[7] = bad;
-        // First step (refresh from the poisoned gradient) and a later, non-refresh step.
         assert!(m.prepare_first(poisoned.to_tensor()).is_err());
         let ok = m.prepare_first(g.to_tensor()).unwrap();
+        let due = ok.subspace.gap();
         let (sub, moments) = m
             .prepare(
                 ok.subspace.clone(),
                 Some(ok.moments.clone()),
                 poisoned.to_tensor(),
-                1,
+                due,
             )
             .unwrap_err();
         assert_eq!(sub.refreshes(), 1);

@@ -365,7 +365,7 @@ fn galore_8bit_follows_galore_adamw8bit() {
     for case in fixture().galore8bit {
         let (ours, state) = run_galore(&case, MomentPrecision::Q8);
         let (full, _) = run_galore(&case, MomentPrecision::F32);
-        let moments = state.moments.expect("the matrix has moments");
+        let moments = state.inner.moments.expect("the matrix has moments");
         let [m, r] = [case.shape[0], case.rank];
         assert_eq!(
             moments.dims(),
@@ -496,7 +496,7 @@ fn refresh_policies_work_on_quantized_moments() {
             let (next, next_state) = optim.step(0.01, w, g.clone(), state);
             (w, state) = (next, next_state);
         }
-        state.unwrap().moments.unwrap().load()
+        state.unwrap().inner.moments.unwrap().load()
     };
     let relative = |a: &Tensor<2>, b: &Tensor<2>| {
         let (a, b) = (values(a), values(b));

@@ -8,8 +8,8 @@ use common::FromBasis;
 use burn::optim::Optimizer;
 use common::{Dense, TestRng};
 use lowrank_optim::{
-    ApolloConfig, FiraConfig, FrugalConfig, ProjType, ProjectionMethod, Residual, ScaleGranularity,
-    Side, SubspaceState,
+    ApolloConfig, FiraConfig, FrugalConfig, GaLoreState, ProjType, ProjectionMethod, Residual,
+    ScaleGranularity, Side, SubspaceState,
 };
 
 const STEPS: usize = 3;
@@ -118,9 +118,9 @@ fn channel_norms(x: &Dense, side: Side, per_channel: bool) -> Box<dyn Fn(usize, 
 }
 
 /// Runs `STEPS` steps of `optim` from `w0` with `grads`; returns the weights and the last state.
-fn run<O>(optim: &O, w0: &Dense, grads: &[Dense]) -> (Dense, SubspaceState<2>)
+fn run<O>(optim: &O, w0: &Dense, grads: &[Dense]) -> (Dense, GaLoreState<2>)
 where
-    O: Optimizer<State<2> = SubspaceState<2>>,
+    O: Optimizer<State<2> = GaLoreState<2>>,
 {
     let mut w = w0.to_tensor();
     let mut state = None;
