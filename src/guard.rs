@@ -21,8 +21,21 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use crate::matrix::{all_finite, is_host_device};
 use crate::{RecordState, StateSink, StateSource};
 
-/// Whether a step's gradient was finite, kept on the device: a one-element flag.
-pub type Finite = Tensor<1, Bool>;
+/// Whether a step's gradient was finite, kept on the device: a one-element flag, held negated
+/// (what every selection and the skip counter use, computed once per step).
+#[derive(Clone, Debug)]
+pub struct Finite {
+    not: Tensor<1, Bool>,
+}
+
+impl Finite {
+    /// Checks `grad` on the device (no read).
+    fn check<const D: usize>(grad: &Tensor<D>) -> Self {
+        Finite {
+            not: grad.clone().is_finite().all().bool_not(),
+        }
+    }
+}
 
 /// A value the guard can hand back as it was: `self` where the gradient was finite, `old`
 /// where it was not. Host values (step counts, schedules) stay `self`'s.
@@ -56,7 +69,7 @@ impl<T: Select> Select for Option<T> {
 /// The flag negated, as a rank-`D` tensor that broadcasts (`mask_where` broadcasts, and fuses
 /// with the update's elementwise chain where an expanded mask would be materialized).
 fn not_finite<const D: usize>(finite: &Finite) -> Tensor<D, Bool> {
-    finite.clone().bool_not().reshape([1; D])
+    finite.not.clone().reshape([1; D])
 }
 
 /// A state whose step counts can be lowered by the updates the guard skipped on the device.
@@ -84,7 +97,7 @@ impl Skips {
     /// After a step computed on the device: one more skipped where the gradient was not
     /// finite.
     fn after(self, finite: &Finite) -> Self {
-        let missed = finite.clone().bool_not().float();
+        let missed = finite.not.clone().float();
         Skips(Some(match self.0 {
             Some(skipped) => skipped.add(missed),
             None => missed,
@@ -370,7 +383,7 @@ impl<O: Unguarded> Optimizer for Guarded<O> {
             let (weights, inner) = self.inner.update(lr, tensor, grad, inner, &skips);
             return (weights, Some(wrap(inner, skips)));
         }
-        let finite = grad.clone().is_finite().all();
+        let finite = Finite::check(&grad);
         let old = inner.clone();
         let (weights, new) = self.inner.update(lr, tensor.clone(), grad, inner, &skips);
         let new = match old {
