@@ -29,10 +29,10 @@ pub struct Finite {
 }
 
 impl Finite {
-    /// Checks `grad` on the device (no read).
-    fn check<const D: usize>(grad: &Tensor<D>) -> Self {
+    /// Checks `tensor` on the device (no read).
+    fn check<const D: usize>(tensor: Tensor<D>) -> Self {
         Finite {
-            not: grad.clone().is_finite().all().bool_not(),
+            not: tensor.is_finite().all().bool_not(),
         }
     }
 }
@@ -235,6 +235,19 @@ pub enum Needs {
     FiniteOnHost,
 }
 
+/// What an [`Unguarded`] step returns.
+#[derive(Clone, Debug)]
+pub struct Stepped<S, const D: usize> {
+    /// The new weights.
+    pub weights: Tensor<D>,
+    /// The new state.
+    pub state: S,
+    /// A smaller tensor that holds a NaN or an infinity whenever the gradient does (a
+    /// projection that mixes every entry), which the device check reads instead of the whole
+    /// gradient; `None`: the gradient itself.
+    pub witness: Option<Tensor<1>>,
+}
+
 /// An optimizer's step with no non-finite guard: what [`Guarded`] makes an `Optimizer`.
 pub trait Unguarded: Clone + Send + Sync + 'static {
     /// Per-parameter state.
@@ -265,7 +278,7 @@ pub trait Unguarded: Clone + Send + Sync + 'static {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
         skips: &Skips,
-    ) -> (Tensor<D>, Self::State<D>);
+    ) -> Stepped<Self::State<D>, D>;
 
     /// Moves a state to `device`.
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D>;
@@ -380,18 +393,23 @@ impl<O: Unguarded> Optimizer for Guarded<O> {
                 log_skip(&grad.dims());
                 return (tensor, inner.map(|inner| wrap(inner, skips)));
             }
-            let (weights, inner) = self.inner.update(lr, tensor, grad, inner, &skips);
-            return (weights, Some(wrap(inner, skips)));
+            let stepped = self.inner.update(lr, tensor, grad, inner, &skips);
+            return (stepped.weights, Some(wrap(stepped.state, skips)));
         }
-        let finite = Finite::check(&grad);
         let old = inner.clone();
-        let (weights, new) = self.inner.update(lr, tensor.clone(), grad, inner, &skips);
-        let new = match old {
-            Some(old) => new.choose(old, &finite),
-            None => new,
+        let stepped = self
+            .inner
+            .update(lr, tensor.clone(), grad.clone(), inner, &skips);
+        let finite = match stepped.witness {
+            Some(witness) => Finite::check(witness),
+            None => Finite::check(grad),
         };
-        let weights = weights.choose(tensor, &finite);
-        (weights, Some(wrap(new, skips.after(&finite))))
+        let state = match old {
+            Some(old) => stepped.state.choose(old, &finite),
+            None => stepped.state,
+        };
+        let weights = stepped.weights.choose(tensor, &finite);
+        (weights, Some(wrap(state, skips.after(&finite))))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

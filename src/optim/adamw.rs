@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::adam::StoredMoments;
 use crate::adam::{decay, one_minus_power, AdamParams, Moments};
-use crate::guard::{Guarded, GuardedState, Needs, Skips, Unguarded};
+use crate::guard::{Guarded, GuardedState, Needs, Skips, Stepped, Unguarded};
 use crate::matrix::assert_state_fits;
 use crate::memory::StateFootprint;
 use crate::setters::adam_setters;
@@ -99,7 +99,7 @@ impl Unguarded for DenseAdamWStep {
         grad: Tensor<D>,
         state: Option<StoredMoments<D>>,
         skips: &Skips,
-    ) -> (Tensor<D>, StoredMoments<D>) {
+    ) -> Stepped<StoredMoments<D>, D> {
         let hyper = self.adam.hyper();
         let loaded = match state {
             Some(stored) => Moments {
@@ -120,10 +120,11 @@ impl Unguarded for DenseAdamWStep {
         let v_hat = bias(b2).divides(moments.second.clone());
         let update = m_hat.div(v_hat.sqrt().add_scalar(hyper.epsilon));
         let updated = decay(tensor, lr, self.adam.weight_decay).sub(update.mul_scalar(lr));
-        (
-            updated,
-            StoredMoments::store(moments, self.adam.moment_format()),
-        )
+        Stepped {
+            weights: updated,
+            state: StoredMoments::store(moments, self.adam.moment_format()),
+            witness: None,
+        }
     }
 
     fn to_device<const D: usize>(state: StoredMoments<D>, device: &Device) -> StoredMoments<D> {

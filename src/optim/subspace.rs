@@ -13,7 +13,7 @@ use crate::adam::StoredMoments;
 use crate::adam::{decay, AdamParams, Moments};
 use crate::error::{Error, Result};
 use crate::groups::MatrixOptimizer;
-use crate::guard::{Finite, Guarded, Needs, Select, Skips, Unguarded, Withdraw};
+use crate::guard::{Finite, Guarded, Needs, Select, Skips, Stepped, Unguarded, Withdraw};
 use crate::matrix::{as_matrix, assert_state_fits, cast_rank, is_matrix_shape};
 use crate::memory::{StateFootprint, F32_BYTES};
 use crate::projection::{Prepared, ProjectionMethod, Subspace, SubspaceConfig, SubspaceManager};
@@ -284,7 +284,8 @@ impl<R: SubspaceRule> SubspaceStep<R> {
         }
     }
 
-    /// A projected matrix: prepare (refresh, transport, project), then the rule.
+    /// A projected matrix: prepare (refresh, transport, project), then the rule. The
+    /// projected gradient stands witness for the gradient where it mixes every entry.
     fn step_matrix(
         &self,
         lr: f64,
@@ -292,7 +293,7 @@ impl<R: SubspaceRule> SubspaceStep<R> {
         grad: Tensor<2>,
         state: SubspaceState<2>,
         skips: &Skips,
-    ) -> (Tensor<2>, SubspaceState<2>) {
+    ) -> Stepped<SubspaceState<2>, 2> {
         let subspace = (state.subspace.clone()).unwrap_or_else(|| self.create(&weights, &grad));
         let loaded = state.loaded_moments(skips);
         let prepared = match self
@@ -306,10 +307,16 @@ impl<R: SubspaceRule> SubspaceStep<R> {
                     subspace: Some(subspace),
                     ..state
                 };
-                return (weights, state);
+                return Stepped {
+                    weights,
+                    state,
+                    witness: None,
+                };
             }
         };
         let subspace = prepared.subspace.clone();
+        let witness = (subspace.projection_sees_every_entry())
+            .then(|| prepared.low_grad.clone().reshape([-1]));
         let update = self.rule.matrix(
             lr,
             MatrixStep {
@@ -324,7 +331,11 @@ impl<R: SubspaceRule> SubspaceStep<R> {
             limiter: update.limiter,
             step: state.step + 1,
         };
-        (self.apply(lr, weights, Some(update.update)), state)
+        Stepped {
+            weights: self.apply(lr, weights, Some(update.update)),
+            state,
+            witness,
+        }
     }
 
     /// A whole tensor that is state-full or state-free for the current period (block mode).
@@ -442,17 +453,25 @@ impl<R: SubspaceRule> Unguarded for SubspaceStep<R> {
         grad: Tensor<D>,
         state: Option<SubspaceState<D>>,
         skips: &Skips,
-    ) -> (Tensor<D>, SubspaceState<D>) {
+    ) -> Stepped<SubspaceState<D>, D> {
         let state = state.unwrap_or_else(SubspaceState::empty);
-        if self.block_mode() {
-            return self.step_block(lr, weights, grad, state, skips);
-        }
-        let Some(grad) = as_matrix(&grad) else {
-            return self.step_dense(lr, weights, grad, state, skips);
+        let (weights, state) = if self.block_mode() {
+            self.step_block(lr, weights, grad, state, skips)
+        } else if let Some(grad) = as_matrix(&grad) {
+            let stepped = self.step_matrix(lr, cast_rank(weights), grad, cast_state(state), skips);
+            return Stepped {
+                weights: cast_rank(stepped.weights),
+                state: cast_state(stepped.state),
+                witness: stepped.witness,
+            };
+        } else {
+            self.step_dense(lr, weights, grad, state, skips)
         };
-        let (weights, state) =
-            self.step_matrix(lr, cast_rank(weights), grad, cast_state(state), skips);
-        (cast_rank(weights), cast_state(state))
+        Stepped {
+            weights,
+            state,
+            witness: None,
+        }
     }
 
     fn to_device<const D: usize>(state: SubspaceState<D>, device: &Device) -> SubspaceState<D> {

@@ -82,6 +82,13 @@ impl Basis {
         !matches!(self, Basis::Gaussian { .. })
     }
 
+    /// Whether projecting mixes every entry of the gradient into the result, so that a NaN or an
+    /// infinity anywhere shows in the projection (`inf * 0` is NaN too); false for coordinate
+    /// bases, which gather.
+    pub(crate) fn mixes_every_entry(&self) -> bool {
+        !matches!(self, Basis::Coordinates { .. })
+    }
+
     /// `P` as a dense `len x rank` matrix (DCT columns are gathered from the shared matrix).
     pub fn matrix(&self) -> Tensor<2> {
         match self {

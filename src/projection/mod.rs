@@ -340,6 +340,15 @@ impl Subspace {
             .all(Basis::is_orthonormal)
     }
 
+    /// Whether the projection shows a non-finite entry anywhere in the gradient (every stored
+    /// basis mixes all entries; not true of coordinate bases).
+    pub(crate) fn projection_sees_every_entry(&self) -> bool {
+        [&self.left, &self.right]
+            .into_iter()
+            .flatten()
+            .all(Basis::mixes_every_entry)
+    }
+
     /// Shape of the projected gradient and moments.
     pub fn projected_shape(&self) -> [usize; 2] {
         self.side.projected_shape([self.rows, self.cols], self.rank)

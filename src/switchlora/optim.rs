@@ -12,7 +12,9 @@ use super::switcher::{Switchboard, Switcher};
 use crate::adam::StoredMoments;
 use crate::adam::{decay, one_minus_power, AdamHyper, AdamParams, Moments};
 use crate::error::Error;
-use crate::guard::{at_each_step, Finite, Guarded, Needs, Select, Skips, Unguarded, Withdraw};
+use crate::guard::{
+    at_each_step, Finite, Guarded, Needs, Select, Skips, Stepped, Unguarded, Withdraw,
+};
 use crate::matrix::{assert_state_fits, cast_rank};
 use crate::quant::MomentFormat;
 use crate::setters::adam_setters;
@@ -403,14 +405,18 @@ impl Unguarded for AdapterAdamStep {
         grad: Tensor<D>,
         state: Option<AdapterAdamState<D>>,
         skips: &Skips,
-    ) -> (Tensor<D>, AdapterAdamState<D>) {
+    ) -> Stepped<AdapterAdamState<D>, D> {
         let grad = self.matrix(grad);
         let state = match state {
             Some(state) => state.cast(),
             None => self.fresh(&grad),
         };
         let (weights, state) = self.step_matrix(lr, cast_rank(weights), grad, state, skips);
-        (cast_rank(weights), state.cast())
+        Stepped {
+            weights: cast_rank(weights),
+            state: state.cast(),
+            witness: None,
+        }
     }
 
     fn to_device<const D: usize>(
