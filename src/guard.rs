@@ -2,7 +2,8 @@
 //! [`Guarded`], around an optimizer's step ([`Unguarded`]), as optax's `apply_if_finite` wraps
 //! a transformation. The optimizers it wraps hold no guard logic.
 //!
-//! On a CPU backend the guard reads whether the gradient is finite and, where it is not,
+//! On a CPU backend the guard reads whether the gradient is finite (before a refresh computed
+//! on the host, after the step otherwise, from the step's witness) and, where it is not,
 //! returns the weights and the state as they were. On a GPU that read would stall the queue
 //! once per parameter per step, so between refreshes the step is computed whatever the
 //! gradient holds and the guard picks every new value (the weights, each state tensor:
@@ -243,7 +244,7 @@ pub struct Stepped<S, const D: usize> {
     /// The new state.
     pub state: S,
     /// A smaller tensor that holds a NaN or an infinity whenever the gradient does (a
-    /// projection that mixes every entry), which the device check reads instead of the whole
+    /// projection that mixes every entry), which the check reads instead of the whole
     /// gradient; `None`: the gradient itself.
     pub witness: Option<Tensor<1>>,
 }
@@ -385,30 +386,48 @@ impl<O: Unguarded> Optimizer for Guarded<O> {
             let counts = core::mem::take(&mut skips).read_back(&dims);
             inner = inner.map(|s| s.withdraw(&counts));
         }
-        let on_host = is_host_device(&grad.device()) || needs(&inner) == Needs::FiniteOnHost;
+        // A refresh computed on the host (and a first step) must not see a non-finite gradient.
+        let check_first = needs(&inner) == Needs::FiniteOnHost;
         let inner = self.inner.prepare(&tensor, &grad, inner, &mut skips);
-        let wrap = |inner, skips| GuardedState { inner, skips, dims };
-        if on_host {
+        let wrap = |inner, skips| GuardedState {
+            inner,
+            skips,
+            dims: dims.clone(),
+        };
+        let skip = |inner: Option<O::State<D>>, skips| {
+            log_skip(&grad.dims());
+            (tensor.clone(), inner.map(|inner| wrap(inner, skips)))
+        };
+        if check_first {
             if !all_finite(&grad) {
-                log_skip(&grad.dims());
-                return (tensor, inner.map(|inner| wrap(inner, skips)));
+                return skip(inner, skips);
             }
-            let stepped = self.inner.update(lr, tensor, grad, inner, &skips);
+            let stepped = self
+                .inner
+                .update(lr, tensor.clone(), grad.clone(), inner, &skips);
             return (stepped.weights, Some(wrap(stepped.state, skips)));
         }
         let old = inner.clone();
         let stepped = self
             .inner
             .update(lr, tensor.clone(), grad.clone(), inner, &skips);
-        let finite = match stepped.witness {
-            Some(witness) => Finite::check(witness),
-            None => Finite::check(grad),
-        };
+        let finite = Finite::check(
+            stepped
+                .witness
+                .unwrap_or_else(|| grad.clone().reshape([-1])),
+        );
+        if is_host_device(&grad.device()) {
+            // A CPU backend reads the flag (cheap there) and hands back the old values.
+            if crate::readback::flag(finite.not) {
+                return skip(old, skips);
+            }
+            return (stepped.weights, Some(wrap(stepped.state, skips)));
+        }
         let state = match old {
             Some(old) => stepped.state.choose(old, &finite),
             None => stepped.state,
         };
-        let weights = stepped.weights.choose(tensor, &finite);
+        let weights = stepped.weights.choose(tensor.clone(), &finite);
         (weights, Some(wrap(state, skips.after(&finite))))
     }
 

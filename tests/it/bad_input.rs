@@ -312,6 +312,53 @@ fn skips_every_bad_entry<R: SubspaceRule>(name: &str, optim: SubspaceOptimizer<R
     }
 }
 
+/// `DenseAdamW` (f32 and 8-bit moments) skips a non-finite gradient the same way: the run
+/// with a NaN or an infinity between two good gradients ends where the run without it does,
+/// with two updates counted once the guard's count is read back.
+#[test]
+fn dense_adamw_skips_a_non_finite_gradient() {
+    use lowrank_optim::optim::DenseAdamWConfig;
+    let shape = [64, 128];
+    let mut rng = TestRng::new(5);
+    let grads: Vec<Vec<f32>> = (0..2).map(|_| random(&mut rng, 64 * 128)).collect();
+    let w0 = random(&mut rng, 64 * 128);
+    for precision in [
+        lowrank_optim::MomentPrecision::F32,
+        lowrank_optim::MomentPrecision::Q8,
+    ] {
+        let optim = DenseAdamWConfig::new()
+            .with_moments(precision)
+            .build()
+            .unwrap();
+        let run = |bad: Option<f32>| {
+            let mut w: Tensor<2> = tensor(&w0, shape);
+            let mut state = None;
+            for (i, g) in grads.iter().enumerate() {
+                if let (1, Some(value)) = (i, bad) {
+                    let mut poisoned = g.clone();
+                    poisoned[77] = value;
+                    let before = values(&w);
+                    let (next, s) = optim.step(0.01, w, tensor(&poisoned, shape), state);
+                    assert_eq!(values(&next), before, "{precision:?}: weights moved");
+                    (w, state) = (next, s);
+                }
+                (w, state) = optim.step(0.01, w, tensor(g, shape), state);
+            }
+            (values(&w), state.unwrap().applied().step())
+        };
+        let (clean, steps) = run(None);
+        assert_eq!(steps, 2);
+        let cpu = lowrank_optim::is_host_device(&common::device());
+        let tolerance = if cpu { 0.0 } else { 1e-6 };
+        for value in [f32::NAN, f32::INFINITY] {
+            let (after, steps) = run(Some(value));
+            assert_eq!(steps, 2, "{precision:?}: {value} was counted as an update");
+            let apart = common::max_abs_diff(&after, &clean);
+            assert!(apart <= tolerance, "{precision:?}: {value}: {apart}");
+        }
+    }
+}
+
 /// The skip holds for every optimizer, basis kind and residual, wherever the bad entry sits,
 /// including entries a coordinate basis never reads.
 #[test]
