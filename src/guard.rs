@@ -10,9 +10,9 @@
 //! [`Select`]) on the device by a one-element flag: the old value where the gradient was not
 //! finite. The host keeps counting the step; the guard's [`Skips`] counter (a device tensor)
 //! says how many of the counted steps were skipped, bias correction subtracts it on the device
-//! ([`at_step`]), and the next read the host makes anyway (a refresh that needs exact
-//! counts, a checkpoint) takes it out of the state's counts ([`Withdraw`]) and logs the
-//! warning.
+//! ([`Moments::at_step`](crate::adam::Moments::at_step)), and the next read the host makes
+//! anyway (a refresh that needs exact counts, a checkpoint) takes it out of the state's counts
+//! ([`Withdraw`]) and logs the warning.
 
 use core::ops::Deref;
 
@@ -82,8 +82,8 @@ pub trait Withdraw: Sized {
 
 /// The guard's count of the updates it skipped on the device since the host last read it.
 ///
-/// One entry counts for every step counter of the state until a counter restarts
-/// ([`restart`](Self::restart), SwitchLoRA's per-vector counters), then one entry per counter.
+/// One entry counts for every step counter of the state until a counter restarts (a reset of
+/// SwitchLoRA's per-vector counters), then one entry per counter.
 /// `None` while nothing was deferred.
 #[derive(Clone, Debug, Default)]
 pub struct Skips(Option<Tensor<1>>);
