@@ -28,24 +28,19 @@ fn bench_train_step(c: &mut Criterion) {
     let corpus = data::Corpus::from_text(&text, 0.1, 129).unwrap();
     let mut group = c.benchmark_group("train_step_tiny");
     group.sample_size(10);
-    let names = [
-        "adamw",
-        "galore",
-        "galore-dct",
-        "fira",
-        "frugal",
-        "dct-adamw",
-        "apollo",
-        "apollo-mini",
-        "switchlora",
-        "lora",
-    ];
-    for name in names {
-        let file = if name == "lora" { "switchlora" } else { name };
-        let mut recipe = Recipe::load(pretrain_llama::repo_path(&format!(
-            "optimizers/{file}.toml"
-        )))
-        .unwrap();
+    // Every bundled recipe, and SwitchLoRA's adapters without switching ("lora").
+    let files = pretrain_llama::compare::recipe_files(&pretrain_llama::repo_path("optimizers"));
+    let files = files.unwrap();
+    let lora = files
+        .iter()
+        .find(|f| f.ends_with("switchlora.toml"))
+        .cloned();
+    let runs = (files.into_iter())
+        .map(|file| (None, file))
+        .chain(lora.map(|f| (Some("lora"), f)));
+    for (label, file) in runs {
+        let mut recipe = Recipe::load(&file).unwrap();
+        let name = label.map_or(recipe.name.clone(), str::to_string);
         // The preset's rank, as the example uses it (APOLLO-Mini keeps rank 1, FRUGAL its rho).
         let rank = recipe.table.get("rank").and_then(|v| v.as_integer());
         if rank.is_some_and(|r| r > 1) {

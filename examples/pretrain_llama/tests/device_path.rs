@@ -30,29 +30,16 @@ const DIMS: LlamaDims = LlamaDims {
 /// Every bundled recipe, and the quantized variants of two (their dense group is then
 /// `DenseAdamW`).
 fn recipes() -> Vec<Recipe> {
-    let mut recipes: Vec<Recipe> = [
-        "adamw",
-        "galore",
-        "galore-dct",
-        "fira",
-        "frugal",
-        "dct-adamw",
-        "apollo",
-        "apollo-mini",
-        "switchlora",
-    ]
-    .iter()
-    .map(|name| {
-        let mut recipe = Recipe::load(pretrain_llama::repo_path(&format!(
-            "optimizers/{name}.toml"
-        )))
-        .unwrap();
-        if recipe.table.get("rank").and_then(|v| v.as_integer()) > Some(1) {
-            recipe.table.set("rank", 8);
-        }
-        recipe
-    })
-    .collect();
+    let files = pretrain_llama::compare::recipe_files(&pretrain_llama::repo_path("optimizers"));
+    let mut recipes: Vec<Recipe> = (files.unwrap().iter())
+        .map(|file| {
+            let mut recipe = Recipe::load(file).unwrap();
+            if recipe.table.get("rank").and_then(|v| v.as_integer()) > Some(1) {
+                recipe.table.set("rank", 8);
+            }
+            recipe
+        })
+        .collect();
     for name in ["adamw", "galore"] {
         let mut recipe = recipes.iter().find(|r| r.name == name).unwrap().clone();
         recipe.set_moments(MomentPrecision::Q8);
