@@ -395,7 +395,7 @@ impl<O: Unguarded> Optimizer for Guarded<O> {
             dims: dims.clone(),
         };
         let skip = |inner: Option<O::State<D>>, skips| {
-            log_skip(&grad.dims());
+            log_skip(&dims);
             (tensor.clone(), inner.map(|inner| wrap(inner, skips)))
         };
         if check_first {
